@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+/*
+ * flowsql's cgroup_skb programs: report the beginning of every TCP connection
+ * of the sockets in a cgroup (see DESIGN.md section 1).
+ *
+ * EVERY PATH RETURNS 1 ("allow"). These programs observe; they never drop or
+ * alter a packet, whatever they find in it.
+ *
+ * A connection begins with its SYN-ACK. Seen on ingress, the local socket sent
+ * the SYN: the connection is outgoing. Seen on egress from a listener, the
+ * local socket accepted: incoming. Each begin is reported once per local
+ * socket (flowsql_connections removes retransmissions and the second SYN-ACK of
+ * a simultaneous open) through the ring buffer flowsql_events. Anything that
+ * is lost is counted in flowsql_counters.
+ *
+ * The fast path (most packets) reads three fields of the socket and leaves:
+ * an established TCP connection or connected UDP socket that is not DNS
+ * cannot carry a begin.
+ */
+#include "kernel_abi.h"
+#include "flowsql.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* the loader may resize it */
+} FLOWSQL_MAP_EVENTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLOWSQL_COUNTER_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} FLOWSQL_MAP_COUNTERS SEC(".maps");
+
+/*
+ * Connections already reported. LRU: entries age out on their own. A SYN-ACK
+ * retransmission comes within seconds of the first, long before 65536 newer
+ * connections could have pushed its entry out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flowsql_connection_key);
+	__type(value, __u8);
+} FLOWSQL_MAP_CONNECTIONS SEC(".maps");
+
+#define DNS_PORT 53
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+/* Bound of the IPv6 extension header walk; real packets carry one or two. */
+#define IPV6_EXT_HEADERS_MAX 8
+
+/* What parse_ip found: the packet's own IP version, addresses, L4 start. */
+struct packet {
+	__u8 src_addr_be[16];
+	__u8 dst_addr_be[16];
+	__u32 l4_offset;
+	__u8 ip_version;
+	__u8 l4_protocol;
+};
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *value = bpf_map_lookup_elem(&FLOWSQL_MAP_COUNTERS, &slot);
+
+	if (value)
+		*value += 1;
+}
+
+static __always_inline __u32 load_be32(const __u8 *bytes)
+{
+	return ((__u32)bytes[0] << 24) | ((__u32)bytes[1] << 16) | ((__u32)bytes[2] << 8) | bytes[3];
+}
+
+/* IPv4, options included (IHL). Returns 0 when p describes a first fragment. */
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *p)
+{
+	__u8 ip[20];
+
+	if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip))) {
+		count(FLOWSQL_COUNTER_HEADER_UNREADABLE);
+		return -1;
+	}
+	if ((ip[0] >> 4) != 4)
+		return -1;
+	__u32 header_len = (ip[0] & 0x0f) * 4;
+	if (header_len < 20)
+		return -1;
+	/* A non-first fragment carries no L4 header. */
+	if ((((__u32)ip[6] & 0x1f) << 8 | ip[7]) != 0)
+		return -1;
+	p->ip_version = 4;
+	p->l4_protocol = ip[9];
+	p->l4_offset = header_len;
+	__builtin_memcpy(p->src_addr_be, &ip[12], 4);
+	__builtin_memcpy(p->dst_addr_be, &ip[16], 4);
+	return 0;
+}
+
+/*
+ * IPv6, walking hop-by-hop, routing, destination options, fragment and AH
+ * headers up to IPV6_EXT_HEADERS_MAX of them. Returns 0 when p->l4_protocol
+ * is TCP or UDP and p->l4_offset points at its header.
+ */
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
+{
+	__u8 ip[40];
+
+	if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip))) {
+		count(FLOWSQL_COUNTER_HEADER_UNREADABLE);
+		return -1;
+	}
+	if ((ip[0] >> 4) != 6)
+		return -1;
+	__u8 next = ip[6];
+	__u32 offset = 40;
+
+	for (int i = 0; i < IPV6_EXT_HEADERS_MAX; i++) {
+		__u8 ext[4];
+
+		if (next == IPPROTO_TCP || next == IPPROTO_UDP)
+			break;
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS &&
+		    next != IPPROTO_FRAGMENT && next != IPPROTO_AH)
+			return -1; /* ICMPv6, ESP, no next header, ...: nothing for us */
+		if (bpf_skb_load_bytes(skb, offset, ext, sizeof(ext))) {
+			count(FLOWSQL_COUNTER_HEADER_UNREADABLE);
+			return -1;
+		}
+		if (next == IPPROTO_FRAGMENT) {
+			/* Only the first fragment (offset 0) holds the L4 header. */
+			if ((((__u32)ext[2] << 8 | ext[3]) & 0xfff8) != 0)
+				return -1;
+			offset += 8;
+		} else if (next == IPPROTO_AH) {
+			offset += ((__u32)ext[1] + 2) * 4;
+		} else {
+			offset += ((__u32)ext[1] + 1) * 8;
+		}
+		next = ext[0];
+	}
+	if (next != IPPROTO_TCP && next != IPPROTO_UDP) {
+		count(FLOWSQL_COUNTER_IPV6_EXT_TOO_DEEP);
+		return -1;
+	}
+	p->ip_version = 6;
+	p->l4_protocol = next;
+	p->l4_offset = offset;
+	__builtin_memcpy(p->src_addr_be, &ip[8], 16);
+	__builtin_memcpy(p->dst_addr_be, &ip[24], 16);
+	return 0;
+}
+
+/* Parse by the packet's version (skb->protocol), never the socket's family. */
+static __always_inline int parse_ip(struct __sk_buff *skb, struct packet *p)
+{
+	if (skb->protocol == ETH_P_IP_BE)
+		return parse_ipv4(skb, p);
+	if (skb->protocol == ETH_P_IPV6_BE)
+		return parse_ipv6(skb, p);
+	return -1;
+}
+
+static __always_inline void report_begin(struct __sk_buff *skb, const struct packet *p, int egress,
+					 __u32 socket_state)
+{
+	__u8 tcp[14]; /* ports, seq, ack, data offset, flags */
+
+	if (bpf_skb_load_bytes(skb, p->l4_offset, tcp, sizeof(tcp))) {
+		count(FLOWSQL_COUNTER_HEADER_UNREADABLE);
+		return;
+	}
+	if ((tcp[13] & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST | TCP_FLAG_FIN)) !=
+	    (TCP_FLAG_SYN | TCP_FLAG_ACK))
+		return;
+
+	__u32 seq = load_be32(&tcp[4]);
+	__u32 ack = load_be32(&tcp[8]);
+	__be16 pkt_src_port_be = (__be16)(tcp[0] | (tcp[1] << 8));
+	__be16 pkt_dst_port_be = (__be16)(tcp[2] | (tcp[3] << 8));
+
+	struct flowsql_connection_key key = {};
+	key.socket_cookie = bpf_get_socket_cookie(skb);
+	key.ip_version = p->ip_version;
+	if (egress) {
+		__builtin_memcpy(key.local_addr_be, p->src_addr_be, 16);
+		__builtin_memcpy(key.remote_addr_be, p->dst_addr_be, 16);
+		key.local_port_be = pkt_src_port_be;
+		key.remote_port_be = pkt_dst_port_be;
+		key.local_isn = seq;
+		key.remote_isn = ack - 1;
+	} else {
+		__builtin_memcpy(key.local_addr_be, p->dst_addr_be, 16);
+		__builtin_memcpy(key.remote_addr_be, p->src_addr_be, 16);
+		key.local_port_be = pkt_dst_port_be;
+		key.remote_port_be = pkt_src_port_be;
+		key.local_isn = ack - 1;
+		key.remote_isn = seq;
+	}
+
+	__u8 seen = 1;
+	long inserted = bpf_map_update_elem(&FLOWSQL_MAP_CONNECTIONS, &key, &seen, BPF_NOEXIST);
+	if (inserted == -17 /* EEXIST */) {
+		count(FLOWSQL_COUNTER_SYNACK_DUPLICATE);
+		return;
+	}
+	if (inserted != 0)
+		count(FLOWSQL_COUNTER_CONNECTION_MAP_ERROR); /* report it anyway */
+
+	struct flowsql_flow_event *e = bpf_ringbuf_reserve(&FLOWSQL_MAP_EVENTS, sizeof(*e), 0);
+	if (!e) {
+		count(FLOWSQL_COUNTER_FLOW_RINGBUF_FULL);
+		/* Let a retransmitted SYN-ACK try again. */
+		bpf_map_delete_elem(&FLOWSQL_MAP_CONNECTIONS, &key);
+		return;
+	}
+	e->header.kind = FLOWSQL_KIND_FLOW_BEGIN;
+	e->header.length = sizeof(*e);
+	e->header.reserved = 0;
+	e->header.boot_ns = bpf_ktime_get_boot_ns();
+	e->cgroup_id = bpf_skb_cgroup_id(skb);
+	e->socket_cookie = key.socket_cookie;
+	e->ip_version = p->ip_version;
+	e->reserved = 0;
+	/*
+	 * Ingress: we sent the SYN, the local side initiated. Egress from a
+	 * listener: we accepted. Egress from any other socket is a simultaneous
+	 * open, where the local socket called connect() too: outgoing.
+	 */
+	if (!egress || socket_state != TCP_LISTEN) {
+		e->direction = FLOWSQL_DIRECTION_OUTGOING;
+	} else {
+		e->direction = FLOWSQL_DIRECTION_INCOMING;
+	}
+	/* src/dst are initiator/responder: the local side's role decides. */
+	if (e->direction == FLOWSQL_DIRECTION_OUTGOING) {
+		__builtin_memcpy(e->src_addr_be, key.local_addr_be, 16);
+		__builtin_memcpy(e->dst_addr_be, key.remote_addr_be, 16);
+		e->src_port_be = key.local_port_be;
+		e->dst_port_be = key.remote_port_be;
+	} else {
+		__builtin_memcpy(e->src_addr_be, key.remote_addr_be, 16);
+		__builtin_memcpy(e->dst_addr_be, key.local_addr_be, 16);
+		e->src_port_be = key.remote_port_be;
+		e->dst_port_be = key.local_port_be;
+	}
+	bpf_ringbuf_submit(e, 0);
+	count(FLOWSQL_COUNTER_FLOW_EVENTS);
+}
+
+static __always_inline void handle(struct __sk_buff *skb, int egress)
+{
+	struct bpf_sock *sk = skb->sk;
+	__u32 socket_state = 0;
+
+	if (sk) {
+		socket_state = sk->state;
+		if (socket_state == TCP_ESTABLISHED && sk->src_port != DNS_PORT &&
+		    sk->dst_port != bpf_htons(DNS_PORT))
+			return;
+	}
+
+	struct packet p = {};
+	if (parse_ip(skb, &p))
+		return;
+	if (p.l4_protocol == IPPROTO_TCP)
+		report_begin(skb, &p, egress, socket_state);
+}
+
+SEC("cgroup_skb/ingress")
+int flowsql_ingress(struct __sk_buff *skb)
+{
+	handle(skb, 0);
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int flowsql_egress(struct __sk_buff *skb)
+{
+	handle(skb, 1);
+	return 1;
+}

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The contract between the kernel programs (flowsql.bpf.c) and the loader
+ * (src/event.rs): every record the kernel puts in the ring buffer, the map
+ * names, and the counter slots. The Rust mirror of each struct is checked
+ * against this object's debug info by a test (tests in src/event.rs), so the
+ * two cannot drift apart unnoticed.
+ *
+ * Rules: a record starts with struct flowsql_event_header; kinds and counter
+ * slots are numbered explicitly and a number is never reused; multi-byte fields
+ * in network byte order end in _be, all others are host order.
+ */
+#ifndef FLOWSQL_H
+#define FLOWSQL_H
+
+/* Map names, also used by the loader. */
+#define FLOWSQL_MAP_EVENTS flowsql_events
+#define FLOWSQL_MAP_COUNTERS flowsql_counters
+#define FLOWSQL_MAP_CONNECTIONS flowsql_connections
+
+/* Record kinds. */
+#define FLOWSQL_KIND_FLOW_BEGIN 1
+#define FLOWSQL_KIND_DNS_RESPONSE 2 /* reserved for DNS capture */
+
+/* Values of flowsql_flow_event.direction. */
+#define FLOWSQL_DIRECTION_OUTGOING 1 /* a local socket initiated */
+#define FLOWSQL_DIRECTION_INCOMING 2 /* a local socket accepted */
+
+/* Slots of the per-CPU counter array. */
+#define FLOWSQL_COUNTER_FLOW_EVENTS 0          /* flow records submitted */
+#define FLOWSQL_COUNTER_FLOW_RINGBUF_FULL 1    /* flow records lost: ring buffer full */
+#define FLOWSQL_COUNTER_SYNACK_DUPLICATE 2     /* SYN-ACKs of a connection already reported */
+#define FLOWSQL_COUNTER_HEADER_UNREADABLE 3    /* packets whose headers could not be loaded */
+#define FLOWSQL_COUNTER_IPV6_EXT_TOO_DEEP 4    /* IPv6 chains longer than the walk's bound */
+#define FLOWSQL_COUNTER_CONNECTION_MAP_ERROR 5 /* dedup map insert failed (row still sent) */
+#define FLOWSQL_COUNTER_DNS_EVENTS 6           /* DNS records submitted */
+#define FLOWSQL_COUNTER_DNS_RINGBUF_FULL 7     /* DNS records lost: ring buffer full */
+#define FLOWSQL_COUNTER_SLOTS 16
+
+struct flowsql_event_header {
+	__u16 kind;    /* FLOWSQL_KIND_* */
+	__u16 length;  /* bytes of the whole record, this header included */
+	__u32 reserved;
+	__u64 boot_ns; /* CLOCK_BOOTTIME when the packet was seen */
+};
+
+/* One TCP connection begin (a SYN-ACK), from one local endpoint's view. */
+struct flowsql_flow_event {
+	struct flowsql_event_header header;
+	__u64 cgroup_id;     /* cgroup v2 id of the local socket */
+	__u64 socket_cookie; /* cookie of the local socket (the listener's for incoming) */
+	__u8 ip_version;     /* 4 or 6: the packet's version, not the socket's */
+	__u8 direction;      /* FLOWSQL_DIRECTION_* */
+	__be16 src_port_be;  /* initiator */
+	__be16 dst_port_be;  /* responder */
+	__u16 reserved;
+	__u8 src_addr_be[16]; /* initiator; IPv4 in the first 4 bytes */
+	__u8 dst_addr_be[16]; /* responder; IPv4 in the first 4 bytes */
+};
+
+/*
+ * Key of the connection map that makes a begin be reported once per local
+ * socket and connection. Local/remote and the two initial sequence numbers are
+ * normalised so that both SYN-ACKs of a simultaneous open, and every
+ * retransmission of a SYN-ACK, give the same key; a later connection on the
+ * same 4-tuple has new sequence numbers and so a new key.
+ */
+struct flowsql_connection_key {
+	__u64 socket_cookie;
+	__u8 local_addr_be[16];
+	__u8 remote_addr_be[16];
+	__be16 local_port_be;
+	__be16 remote_port_be;
+	__u32 local_isn;
+	__u32 remote_isn;
+	__u32 ip_version;
+};
+
+#endif

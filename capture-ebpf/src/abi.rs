@@ -1,0 +1,305 @@
+//! The Rust mirror of `bpf/flowsql.h`: the records the kernel programs put in
+//! the ring buffer, the map names and the counter slots.
+//!
+//! Every struct here is `#[repr(C)]` and made only of integers and byte
+//! arrays, so any bytes are a valid value; [`decode`] checks lengths before it
+//! reads. The layout is checked against the compiled object's debug info by
+//! the test at the bottom of this file, not trusted by eye.
+
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The compiled kernel programs, built by `build-bpf.sh` and committed.
+pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/flowsql.bpf.o");
+
+pub const MAP_EVENTS: &str = "flowsql_events";
+pub const MAP_COUNTERS: &str = "flowsql_counters";
+pub const MAP_CONNECTIONS: &str = "flowsql_connections";
+pub const PROGRAM_INGRESS: &str = "flowsql_ingress";
+pub const PROGRAM_EGRESS: &str = "flowsql_egress";
+
+pub const KIND_FLOW_BEGIN: u16 = 1;
+pub const KIND_DNS_RESPONSE: u16 = 2;
+
+pub const DIRECTION_OUTGOING: u8 = 1;
+pub const DIRECTION_INCOMING: u8 = 2;
+
+/// Slots of the kernel's per-CPU counter array (`FLOWSQL_COUNTER_*`).
+pub mod counter_slot {
+    pub const FLOW_EVENTS: u32 = 0;
+    pub const FLOW_RINGBUF_FULL: u32 = 1;
+    pub const SYNACK_DUPLICATE: u32 = 2;
+    pub const HEADER_UNREADABLE: u32 = 3;
+    pub const IPV6_EXT_TOO_DEEP: u32 = 4;
+    pub const CONNECTION_MAP_ERROR: u32 = 5;
+    pub const DNS_EVENTS: u32 = 6;
+    pub const DNS_RINGBUF_FULL: u32 = 7;
+    pub const SLOTS: u32 = 16;
+}
+
+/// `struct flowsql_event_header`: the start of every record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u16,
+    /// Bytes of the whole record, this header included.
+    pub length: u16,
+    pub reserved: u32,
+    /// CLOCK_BOOTTIME when the packet was seen.
+    pub boot_ns: u64,
+}
+
+/// `struct flowsql_flow_event`: one TCP connection begin.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub header: EventHeader,
+    pub cgroup_id: u64,
+    pub socket_cookie: u64,
+    pub ip_version: u8,
+    pub direction: u8,
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub reserved: u16,
+    pub src_addr_be: [u8; 16],
+    pub dst_addr_be: [u8; 16],
+}
+
+impl FlowEvent {
+    pub fn src_ip(&self) -> Result<IpAddr, DecodeError> {
+        ip_from_be(self.ip_version, &self.src_addr_be)
+    }
+
+    pub fn dst_ip(&self) -> Result<IpAddr, DecodeError> {
+        ip_from_be(self.ip_version, &self.dst_addr_be)
+    }
+
+    pub fn src_port(&self) -> u16 {
+        u16::from_be(self.src_port_be)
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be(self.dst_port_be)
+    }
+}
+
+/// An address from its network-order bytes; IPv4 sits in the first four.
+pub fn ip_from_be(ip_version: u8, bytes: &[u8; 16]) -> Result<IpAddr, DecodeError> {
+    match ip_version {
+        4 => Ok(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+        6 => Ok(IpAddr::V6(Ipv6Addr::from(*bytes))),
+        other => Err(DecodeError::IpVersion(other)),
+    }
+}
+
+/// A record from the ring buffer that could not be decoded. The kernel and
+/// user space come from one build, so any of these means a bug or a mismatched
+/// object; the record is skipped and counted, never guessed at.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than its {needed}-byte {what}")]
+    Short { what: &'static str, needed: usize, got: usize },
+    #[error("record header says {header} bytes but the ring buffer item has {item}")]
+    Length { header: usize, item: usize },
+    #[error("unknown record kind {0}")]
+    Kind(u16),
+    #[error("unknown IP version {0} in a flow record")]
+    IpVersion(u8),
+    #[error("unknown direction {0} in a flow record")]
+    Direction(u8),
+}
+
+/// A record from the kernel, decoded but not yet interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelRecord<'a> {
+    FlowBegin(FlowEvent),
+    /// A DNS response: header, then the captured payload bytes.
+    DnsResponse(EventHeader, &'a [u8]),
+}
+
+/// Reads a `T` from the start of `bytes` after checking the length.
+fn read_struct<T: Copy>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
+    let needed = size_of::<T>();
+    if bytes.len() < needed {
+        return Err(DecodeError::Short { what, needed, got: bytes.len() });
+    }
+    // SAFETY: `bytes` holds at least size_of::<T>() bytes (checked above);
+    // read_unaligned has no alignment requirement; the T used here are
+    // #[repr(C)] structs of integers and byte arrays, valid for any bytes.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring buffer item.
+pub fn decode(item: &[u8]) -> Result<KernelRecord<'_>, DecodeError> {
+    let header: EventHeader = read_struct("header", item)?;
+    let length = usize::from(header.length);
+    if length > item.len() || length < size_of::<EventHeader>() {
+        return Err(DecodeError::Length { header: length, item: item.len() });
+    }
+    let record = &item[..length];
+    match header.kind {
+        KIND_FLOW_BEGIN => {
+            let flow: FlowEvent = read_struct("flow record", record)?;
+            if flow.ip_version != 4 && flow.ip_version != 6 {
+                return Err(DecodeError::IpVersion(flow.ip_version));
+            }
+            if flow.direction != DIRECTION_OUTGOING && flow.direction != DIRECTION_INCOMING {
+                return Err(DecodeError::Direction(flow.direction));
+            }
+            Ok(KernelRecord::FlowBegin(flow))
+        }
+        KIND_DNS_RESPONSE => {
+            Ok(KernelRecord::DnsResponse(header, &record[size_of::<EventHeader>()..]))
+        }
+        other => Err(DecodeError::Kind(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow_bytes(flow: &FlowEvent) -> Vec<u8> {
+        // SAFETY: FlowEvent is #[repr(C)] plain data without padding (its
+        // layout test proves the fields tile it), so its bytes are initialized.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((flow as *const FlowEvent).cast::<u8>(), size_of::<FlowEvent>())
+        };
+        bytes.to_vec()
+    }
+
+    fn sample_flow() -> FlowEvent {
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[10, 1, 2, 3]);
+        FlowEvent {
+            header: EventHeader {
+                kind: KIND_FLOW_BEGIN,
+                length: size_of::<FlowEvent>() as u16,
+                reserved: 0,
+                boot_ns: 5,
+            },
+            cgroup_id: 7,
+            socket_cookie: 9,
+            ip_version: 4,
+            direction: DIRECTION_OUTGOING,
+            src_port_be: 40000u16.to_be(),
+            dst_port_be: 80u16.to_be(),
+            reserved: 0,
+            src_addr_be: src,
+            dst_addr_be: dst,
+        }
+    }
+
+    #[test]
+    fn decodes_a_flow_record() {
+        let flow = sample_flow();
+        let bytes = flow_bytes(&flow);
+        let KernelRecord::FlowBegin(decoded) = decode(&bytes).expect("decodes") else {
+            panic!("not a flow record");
+        };
+        assert_eq!(decoded, flow);
+        assert_eq!(decoded.src_ip(), Ok("127.0.0.1".parse().expect("ip")));
+        assert_eq!(decoded.dst_ip(), Ok("10.1.2.3".parse().expect("ip")));
+        assert_eq!((decoded.src_port(), decoded.dst_port()), (40000, 80));
+    }
+
+    #[test]
+    fn rejects_short_and_inconsistent_records() {
+        let bytes = flow_bytes(&sample_flow());
+        for cut in [0, 1, 15, 16, 40, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut]).is_err(), "a {cut}-byte prefix must not decode");
+        }
+        let mut wrong_kind = sample_flow();
+        wrong_kind.header.kind = 99;
+        assert_eq!(decode(&flow_bytes(&wrong_kind)), Err(DecodeError::Kind(99)));
+        let mut short_length = sample_flow();
+        short_length.header.length = 20;
+        assert!(matches!(decode(&flow_bytes(&short_length)), Err(DecodeError::Short { .. })));
+        let mut bad_version = sample_flow();
+        bad_version.ip_version = 5;
+        assert_eq!(decode(&flow_bytes(&bad_version)), Err(DecodeError::IpVersion(5)));
+        let mut bad_direction = sample_flow();
+        bad_direction.direction = 0;
+        assert_eq!(decode(&flow_bytes(&bad_direction)), Err(DecodeError::Direction(0)));
+    }
+
+    /// Field offsets and sizes of each C struct, read from the object's DWARF.
+    fn dwarf_layout(struct_name: &str) -> Vec<(String, u64)> {
+        use gimli::{AttributeValue, EndianSlice, LittleEndian};
+        use object::{Object, ObjectSection};
+
+        let file = object::File::parse(BPF_OBJECT).expect("the committed object is ELF");
+        let load = |id: gimli::SectionId| -> Result<EndianSlice<'_, LittleEndian>, gimli::Error> {
+            let data = file.section_by_name(id.name()).and_then(|s| s.data().ok()).unwrap_or(&[]);
+            Ok(EndianSlice::new(data, LittleEndian))
+        };
+        let dwarf = gimli::Dwarf::load(load).expect("DWARF loads");
+        let mut units = dwarf.units();
+        while let Some(header) = units.next().expect("unit header") {
+            let unit = dwarf.unit(header).expect("unit");
+            let mut tree = unit.entries_tree(None).expect("tree");
+            let root = tree.root().expect("root");
+            let mut children = root.children();
+            while let Some(node) = children.next().expect("child") {
+                let entry = node.entry();
+                if entry.tag() != gimli::DW_TAG_structure_type {
+                    continue;
+                }
+                let Some(name) = entry.attr_value(gimli::DW_AT_name) else { continue };
+                let name = dwarf.attr_string(&unit, name).expect("name");
+                if name.to_string_lossy() != struct_name {
+                    continue;
+                }
+                let mut fields = Vec::new();
+                let size = match entry.attr_value(gimli::DW_AT_byte_size) {
+                    Some(AttributeValue::Udata(size)) => size,
+                    other => panic!("struct {struct_name} has byte size {other:?}"),
+                };
+                let mut members = node.children();
+                while let Some(member) = members.next().expect("member") {
+                    let member = member.entry();
+                    let name = member.attr_value(gimli::DW_AT_name).expect("member name");
+                    let name = dwarf.attr_string(&unit, name).expect("name").to_string_lossy().into_owned();
+                    let offset = match member.attr_value(gimli::DW_AT_data_member_location) {
+                        Some(AttributeValue::Udata(offset)) => offset,
+                        other => panic!("{struct_name}.{name} has location {other:?}"),
+                    };
+                    fields.push((name, offset));
+                }
+                fields.push(("<size>".to_owned(), size));
+                return fields;
+            }
+        }
+        panic!("struct {struct_name} not found in the object's DWARF");
+    }
+
+    #[test]
+    fn rust_mirror_matches_the_compiled_object() {
+        use std::mem::offset_of;
+        let header = [
+            ("kind".to_owned(), offset_of!(EventHeader, kind) as u64),
+            ("length".to_owned(), offset_of!(EventHeader, length) as u64),
+            ("reserved".to_owned(), offset_of!(EventHeader, reserved) as u64),
+            ("boot_ns".to_owned(), offset_of!(EventHeader, boot_ns) as u64),
+            ("<size>".to_owned(), size_of::<EventHeader>() as u64),
+        ];
+        assert_eq!(dwarf_layout("flowsql_event_header"), header);
+
+        let flow = [
+            ("header".to_owned(), offset_of!(FlowEvent, header) as u64),
+            ("cgroup_id".to_owned(), offset_of!(FlowEvent, cgroup_id) as u64),
+            ("socket_cookie".to_owned(), offset_of!(FlowEvent, socket_cookie) as u64),
+            ("ip_version".to_owned(), offset_of!(FlowEvent, ip_version) as u64),
+            ("direction".to_owned(), offset_of!(FlowEvent, direction) as u64),
+            ("src_port_be".to_owned(), offset_of!(FlowEvent, src_port_be) as u64),
+            ("dst_port_be".to_owned(), offset_of!(FlowEvent, dst_port_be) as u64),
+            ("reserved".to_owned(), offset_of!(FlowEvent, reserved) as u64),
+            ("src_addr_be".to_owned(), offset_of!(FlowEvent, src_addr_be) as u64),
+            ("dst_addr_be".to_owned(), offset_of!(FlowEvent, dst_addr_be) as u64),
+            ("<size>".to_owned(), size_of::<FlowEvent>() as u64),
+        ];
+        assert_eq!(dwarf_layout("flowsql_flow_event"), flow);
+    }
+}

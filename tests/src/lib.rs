@@ -1,0 +1,407 @@
+//! The end-to-end test harness: real cgroups, network namespaces, processes and
+//! captures, each owned by a guard that removes it in `Drop`, so a failing
+//! test leaves nothing behind on the machine.
+//!
+//! Tests panic with a message instead of returning errors; a test that needs
+//! root or a kernel feature fails loudly when it is missing, never skips.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use flowsql_capture::{Assembled, Capture, CaptureConfig, FlowAssembler, KernelCounters};
+use flowsql_event::{Direction, FlowBegin};
+
+/// Fails the test unless it runs as root: these tests load BPF programs,
+/// create cgroups and network namespaces.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (BPF programs, cgroups, network namespaces); CI runs it as root"
+    );
+}
+
+/// A name unique to this process and call, short enough for interface names.
+pub fn unique_name(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("fs{tag}{}x{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs a command, panicking with its stderr when it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A child cgroup of the unified hierarchy's root, removed on drop (after
+/// killing anything still in it).
+#[derive(Debug)]
+pub struct TestCgroup {
+    path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> Self {
+        require_root();
+        let root = flowsql_capture::cgroup::unified_mount()
+            .unwrap_or_else(|e| panic!("this test needs cgroup v2: {e}"));
+        let path = root.join(unique_name(tag));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", path.display()));
+        TestCgroup { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The cgroup id the kernel reports for sockets in it: its inode number.
+    pub fn id(&self) -> u64 {
+        std::fs::metadata(&self.path).expect("cgroup exists").ino()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if let Ok(procs) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove cgroup {}", self.path.display());
+    }
+}
+
+/// A network namespace with its loopback up, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        require_root();
+        let name = unique_name(tag);
+        run("ip", &["netns", "add", &name]);
+        let netns = Netns { name };
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <this> ARGS`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Loads an nftables ruleset into this namespace.
+    pub fn nft(&self, ruleset: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run nft (apt-get install nftables): {e}"));
+        child.stdin.take().expect("stdin").write_all(ruleset.as_bytes()).expect("write ruleset");
+        let output = child.wait_with_output().expect("nft runs");
+        assert!(output.status.success(), "nft failed: {}\n{ruleset}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// `nft list ...` in this namespace.
+    pub fn nft_list(&self, what: &[&str]) -> String {
+        let mut args = vec!["netns", "exec", self.name.as_str(), "nft", "list"];
+        args.extend_from_slice(what);
+        run("ip", &args)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Connects `a` and `b` with a veth pair and gives each end its addresses
+/// (CIDR notation). IPv6 addresses skip duplicate address detection.
+pub fn veth_pair(a: &Netns, a_addrs: &[&str], b: &Netns, b_addrs: &[&str]) {
+    let a_if = unique_name("va");
+    let b_if = unique_name("vb");
+    run("ip", &["link", "add", &a_if, "netns", a.name(), "type", "veth", "peer", "name", &b_if, "netns", b.name()]);
+    for (ns, ifname, addrs) in [(a, &a_if, a_addrs), (b, &b_if, b_addrs)] {
+        for addr in addrs {
+            if addr.contains(':') {
+                ns.ip(&["addr", "add", addr, "dev", ifname, "nodad"]);
+            } else {
+                ns.ip(&["addr", "add", addr, "dev", ifname]);
+            }
+        }
+        ns.ip(&["link", "set", ifname, "up"]);
+    }
+}
+
+/// Where a `netpeer` process runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Place<'a> {
+    pub cgroup: Option<&'a TestCgroup>,
+    pub netns: Option<&'a Netns>,
+}
+
+impl<'a> Place<'a> {
+    pub fn outside() -> Self {
+        Place::default()
+    }
+    pub fn cgroup(cgroup: &'a TestCgroup) -> Self {
+        Place { cgroup: Some(cgroup), netns: None }
+    }
+    pub fn in_netns(self, netns: &'a Netns) -> Self {
+        Place { netns: Some(netns), ..self }
+    }
+
+    fn command(&self, netpeer: &str) -> Command {
+        let mut command = Command::new(netpeer);
+        if let Some(cgroup) = self.cgroup {
+            command.arg("--cgroup").arg(cgroup.path());
+        }
+        if let Some(netns) = self.netns {
+            command.arg("--netns").arg(netns.name());
+        }
+        command
+    }
+}
+
+/// A `netpeer serve` process, killed on drop.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    _stdin: ChildStdin,
+    _stdout: BufReader<ChildStdout>,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts `netpeer serve --listen ADDR <extra>` and waits until it listens.
+    pub fn start(netpeer: &str, place: Place<'_>, listen: &str, extra: &[&str]) -> Server {
+        let mut child = place
+            .command(netpeer)
+            .args(["serve", "--listen", listen])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("netpeer starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("netpeer prints ready");
+        let port = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("netpeer serve did not start: {line:?}"));
+        Server { child, _stdin: stdin, _stdout: stdout, port }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `netpeer connect` to completion and returns the local address of
+/// each connection it made.
+pub fn connect(netpeer: &str, place: Place<'_>, to: &str, extra: &[&str]) -> Vec<SocketAddr> {
+    let output = place
+        .command(netpeer)
+        .args(["connect", "--to", to])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("netpeer runs");
+    assert!(output.status.success(), "netpeer connect failed: {}", String::from_utf8_lossy(&output.stderr));
+    parse_locals(&output.stdout)
+}
+
+/// Runs any netpeer subcommand to completion, returning its `local` lines.
+pub fn netpeer(netpeer: &str, place: Place<'_>, args: &[&str]) -> Vec<SocketAddr> {
+    let output = place.command(netpeer).args(args).stderr(Stdio::piped()).output().expect("netpeer runs");
+    assert!(output.status.success(), "netpeer {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    parse_locals(&output.stdout)
+}
+
+fn parse_locals(stdout: &[u8]) -> Vec<SocketAddr> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("local "))
+        .map(|a| a.parse().expect("netpeer prints socket addresses"))
+        .collect()
+}
+
+/// A TCP listener in the test process itself (so outside any test cgroup)
+/// that accepts and closes connections on a thread.
+#[derive(Debug)]
+pub struct OutsideServer {
+    pub addr: SocketAddr,
+}
+
+impl OutsideServer {
+    pub fn start(bind: &str) -> Self {
+        let listener = std::net::TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+        let addr = listener.local_addr().expect("local addr");
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                drop(conn);
+            }
+        });
+        OutsideServer { addr }
+    }
+}
+
+/// The programs attached to a cgroup, recording rows on a background thread
+/// until [`Recording::finish`].
+#[derive(Debug)]
+pub struct Recording {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<(Vec<FlowBegin>, KernelCounters, u64)>>,
+    rows: Arc<Mutex<Vec<FlowBegin>>>,
+}
+
+/// What a recording saw.
+#[derive(Debug)]
+pub struct Recorded {
+    pub rows: Vec<FlowBegin>,
+    pub counters: KernelCounters,
+    /// Records that could not be decoded (must be zero).
+    pub undecodable: u64,
+}
+
+impl Recording {
+    pub fn start(cgroup: &TestCgroup) -> Self {
+        let config = CaptureConfig { cgroup: Some(cgroup.path().to_owned()), ..CaptureConfig::default() };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let rows = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::clone(&rows);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let (capture, mut reader) = match Capture::attach(&config) {
+                    Ok(attached) => {
+                        let _ = ready_tx.send(Ok(()));
+                        attached
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e}")));
+                        return (Vec::new(), KernelCounters::default(), 0);
+                    }
+                };
+                let mut assembler = FlowAssembler::new("test-host");
+                let mut undecodable = 0u64;
+                let mut handle = |item: &[u8]| match assembler.assemble(item) {
+                    Ok(Assembled::Flow(flow)) => shared.lock().expect("rows lock").push(flow),
+                    Ok(Assembled::Dns) => {}
+                    Err(_) => undecodable += 1,
+                };
+                loop {
+                    tokio::select! {
+                        read = reader.read(&mut handle) => { read.expect("ring buffer readable"); }
+                        _ = &mut stop_rx => break,
+                    }
+                }
+                let counters = capture.counters().expect("counters readable");
+                drop(capture);
+                reader.drain(&mut handle);
+                let rows = std::mem::take(&mut *shared.lock().expect("rows lock"));
+                (rows, counters, undecodable)
+            })
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("capture failed to attach: {e}"),
+            Err(_) => panic!("capture thread died before attaching"),
+        }
+        Recording { stop: Some(stop_tx), thread: Some(thread), rows }
+    }
+
+    /// Rows seen so far.
+    pub fn rows_so_far(&self) -> usize {
+        self.rows.lock().expect("rows lock").len()
+    }
+
+    /// Detaches, drains the ring buffer and returns everything recorded.
+    pub fn finish(mut self) -> Recorded {
+        self.stop_thread().expect("recording thread result")
+    }
+
+    fn stop_thread(&mut self) -> Option<Recorded> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let (rows, counters, undecodable) = self.thread.take()?.join().ok()?;
+        Some(Recorded { rows, counters, undecodable })
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        let _ = self.stop_thread();
+    }
+}
+
+/// A row reduced to what tests compare: direction and the two endpoints.
+pub type Endpoints = (Direction, SocketAddr, SocketAddr);
+
+pub fn endpoints(row: &FlowBegin) -> Endpoints {
+    (row.direction, SocketAddr::new(row.src_ip, row.src_port), SocketAddr::new(row.dst_ip, row.dst_port))
+}
+
+/// Sorted endpoints of all rows, for exact comparisons.
+pub fn all_endpoints(rows: &[FlowBegin]) -> Vec<Endpoints> {
+    let mut all: Vec<_> = rows.iter().map(endpoints).collect();
+    all.sort();
+    all
+}
+
+/// Waits until `condition` holds, up to `timeout`; returns whether it did.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}
+
+pub fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap_or_else(|e| panic!("{text} is not a socket address: {e}"))
+}
