@@ -148,9 +148,7 @@ pub fn decode(item: &[u8]) -> Result<KernelRecord<'_>, DecodeError> {
             }
             Ok(KernelRecord::FlowBegin(flow))
         }
-        KIND_DNS_RESPONSE => {
-            Ok(KernelRecord::DnsResponse(header, &record[size_of::<EventHeader>()..]))
-        }
+        KIND_DNS_RESPONSE => Ok(KernelRecord::DnsResponse(header, &record[size_of::<EventHeader>()..])),
         other => Err(DecodeError::Kind(other)),
     }
 }
@@ -301,5 +299,46 @@ mod tests {
             ("<size>".to_owned(), size_of::<FlowEvent>() as u64),
         ];
         assert_eq!(dwarf_layout("flowsql_flow_event"), flow);
+    }
+
+    /// The numeric `#define`s of bpf/flowsql.h (kinds, directions, counter
+    /// slots) and the map names, compared with their Rust twins: these are not
+    /// in the object's debug info, so they are checked against the header.
+    #[test]
+    fn constants_match_the_c_header() {
+        let header = include_str!("../bpf/flowsql.h");
+        let define = |name: &str| -> String {
+            header
+                .lines()
+                .find_map(|line| {
+                    let mut words = line.split_whitespace();
+                    (words.next() == Some("#define") && words.next() == Some(name))
+                        .then(|| words.next().map(str::to_owned))
+                        .flatten()
+                })
+                .unwrap_or_else(|| panic!("{name} is not defined in flowsql.h"))
+        };
+        let number = |name: &str| -> u64 { define(name).parse().expect("numeric define") };
+        assert_eq!(number("FLOWSQL_KIND_FLOW_BEGIN"), u64::from(KIND_FLOW_BEGIN));
+        assert_eq!(number("FLOWSQL_KIND_DNS_RESPONSE"), u64::from(KIND_DNS_RESPONSE));
+        assert_eq!(number("FLOWSQL_DIRECTION_OUTGOING"), u64::from(DIRECTION_OUTGOING));
+        assert_eq!(number("FLOWSQL_DIRECTION_INCOMING"), u64::from(DIRECTION_INCOMING));
+        let slots = [
+            ("FLOWSQL_COUNTER_FLOW_EVENTS", counter_slot::FLOW_EVENTS),
+            ("FLOWSQL_COUNTER_FLOW_RINGBUF_FULL", counter_slot::FLOW_RINGBUF_FULL),
+            ("FLOWSQL_COUNTER_SYNACK_DUPLICATE", counter_slot::SYNACK_DUPLICATE),
+            ("FLOWSQL_COUNTER_HEADER_UNREADABLE", counter_slot::HEADER_UNREADABLE),
+            ("FLOWSQL_COUNTER_IPV6_EXT_TOO_DEEP", counter_slot::IPV6_EXT_TOO_DEEP),
+            ("FLOWSQL_COUNTER_CONNECTION_MAP_ERROR", counter_slot::CONNECTION_MAP_ERROR),
+            ("FLOWSQL_COUNTER_DNS_EVENTS", counter_slot::DNS_EVENTS),
+            ("FLOWSQL_COUNTER_DNS_RINGBUF_FULL", counter_slot::DNS_RINGBUF_FULL),
+            ("FLOWSQL_COUNTER_SLOTS", counter_slot::SLOTS),
+        ];
+        for (name, slot) in slots {
+            assert_eq!(number(name), u64::from(slot), "{name}");
+        }
+        assert_eq!(define("FLOWSQL_MAP_EVENTS"), MAP_EVENTS);
+        assert_eq!(define("FLOWSQL_MAP_COUNTERS"), MAP_COUNTERS);
+        assert_eq!(define("FLOWSQL_MAP_CONNECTIONS"), MAP_CONNECTIONS);
     }
 }

@@ -48,7 +48,10 @@ fn unescape_mount_field(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+        {
             let value = bytes[i + 1..i + 4].iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
             out.push(value as u8);
             i += 4;
@@ -78,7 +81,9 @@ pub fn check_cgroup2_dir(path: &Path) -> Result<(), CgroupError> {
     }
     // SAFETY: statfs returned 0, so it filled the whole struct.
     let stat = unsafe { stat.assume_init() };
-    if i64::from(stat.f_type) != CGROUP2_SUPER_MAGIC || !path.is_dir() {
+    #[expect(clippy::useless_conversion, reason = "f_type is i64 on x86_64 but narrower elsewhere")]
+    let f_type = i64::from(stat.f_type);
+    if f_type != CGROUP2_SUPER_MAGIC || !path.is_dir() {
         return Err(CgroupError::NotCgroup2(path.to_owned()));
     }
     Ok(())

@@ -77,6 +77,12 @@ pub enum CaptureError {
         #[source]
         source: ProgramError,
     },
+    #[error("BPF_PROG_TEST_RUN of {program} failed")]
+    TestRun {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
     #[error("the BPF object has no {0}")]
     MissingInObject(&'static str),
     #[error("failed to use map {map}")]
@@ -265,8 +271,8 @@ impl Capture {
     }
 
     fn attach_programs(&mut self, cgroup: PathBuf) -> Result<(), CaptureError> {
-        let cgroup_file = File::open(&cgroup)
-            .map_err(|source| CgroupError::Inspect { path: cgroup.clone(), source })?;
+        let cgroup_file =
+            File::open(&cgroup).map_err(|source| CgroupError::Inspect { path: cgroup.clone(), source })?;
         for (hook, attach_type) in
             [(Hook::Ingress, CgroupSkbAttachType::Ingress), (Hook::Egress, CgroupSkbAttachType::Egress)]
         {
@@ -279,14 +285,12 @@ impl Capture {
                 .map_err(|source| CaptureError::Load { program, source })?;
             // Single: on kernels >= 5.7 aya attaches through a bpf_link, which
             // still coexists with other programs on the cgroup.
-            prog.attach(&cgroup_file, attach_type, CgroupAttachMode::Single).map_err(|source| {
-                match &source {
-                    ProgramError::SyscallError(e) if is_permission_error(&e.io_error) => {
-                        privileges_error()
-                    }
+            prog.attach(&cgroup_file, attach_type, CgroupAttachMode::Single).map_err(
+                |source| match &source {
+                    ProgramError::SyscallError(e) if is_permission_error(&e.io_error) => privileges_error(),
                     _ => CaptureError::Attach { program, cgroup: cgroup.clone(), source },
-                }
-            })?;
+                },
+            )?;
         }
         self.cgroup = Some(cgroup);
         Ok(())
@@ -306,7 +310,7 @@ impl Capture {
             .map_err(|source| CaptureError::Load { program, source })?;
         let result = prog
             .test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() })
-            .map_err(|source| CaptureError::Load { program, source })?;
+            .map_err(|source| CaptureError::TestRun { program, source })?;
         Ok(result.return_value)
     }
 

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "flowsql", version, about = "Record every TCP connection begin with eBPF and query the flows with SQL")]
+#[command(
+    name = "flowsql",
+    version,
+    about = "Record every TCP connection begin with eBPF and query the flows with SQL"
+)]
 pub struct Cli {
     /// Log level or filter for messages on stderr (error, warn, info, debug,
     /// trace, or a tracing filter such as flowsql_capture=debug). Default: RUST_LOG, else warn.

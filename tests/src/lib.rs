@@ -132,7 +132,11 @@ impl Netns {
             .unwrap_or_else(|e| panic!("cannot run nft (apt-get install nftables): {e}"));
         child.stdin.take().expect("stdin").write_all(ruleset.as_bytes()).expect("write ruleset");
         let output = child.wait_with_output().expect("nft runs");
-        assert!(output.status.success(), "nft failed: {}\n{ruleset}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "nft failed: {}\n{ruleset}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// `nft list ...` in this namespace.
@@ -154,7 +158,10 @@ impl Drop for Netns {
 pub fn veth_pair(a: &Netns, a_addrs: &[&str], b: &Netns, b_addrs: &[&str]) {
     let a_if = unique_name("va");
     let b_if = unique_name("vb");
-    run("ip", &["link", "add", &a_if, "netns", a.name(), "type", "veth", "peer", "name", &b_if, "netns", b.name()]);
+    run(
+        "ip",
+        &["link", "add", &a_if, "netns", a.name(), "type", "veth", "peer", "name", &b_if, "netns", b.name()],
+    );
     for (ns, ifname, addrs) in [(a, &a_if, a_addrs), (b, &b_if, b_addrs)] {
         for addr in addrs {
             if addr.contains(':') {
@@ -311,7 +318,8 @@ impl Recording {
         let rows = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::clone(&rows);
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async move {
                 let (capture, mut reader) = match Capture::attach(&config) {
                     Ok(attached) => {

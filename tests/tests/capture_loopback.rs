@@ -12,10 +12,7 @@ use flowsql_tests::{
 const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
 
 fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_nanos() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_nanos() as i64
 }
 
 /// Nothing lost, nothing undecodable, every row from this cgroup.
@@ -42,7 +39,10 @@ fn client_in_cgroup_server_outside(bind: &str) {
     let recorded = recording.finish();
     assert_eq!(all_endpoints(&recorded.rows), vec![(Outgoing, locals[0], server.addr)]);
     let ts = recorded.rows[0].timestamp_ns;
-    assert!(before - 50_000_000 <= ts && ts <= after + 50_000_000, "timestamp {ts} not in [{before}, {after}]");
+    assert!(
+        before - 50_000_000 <= ts && ts <= after + 50_000_000,
+        "timestamp {ts} not in [{before}, {after}]"
+    );
     assert_clean(&recorded, &cgroup);
 }
 
@@ -108,9 +108,15 @@ fn ipv6_both_ends_in_cgroup_give_two_rows_per_connection() {
 fn refused(host: &str) {
     let cgroup = TestCgroup::new("ref");
     // A port that was just free: nothing listens on it.
-    let port = std::net::TcpListener::bind(format!("{host}:0")).expect("bind").local_addr().expect("addr").port();
+    let port =
+        std::net::TcpListener::bind(format!("{host}:0")).expect("bind").local_addr().expect("addr").port();
     let recording = Recording::start(&cgroup);
-    connect(NETPEER, Place::cgroup(&cgroup), &format!("{host}:{port}"), &["--expect", "refused", "--count", "5"]);
+    connect(
+        NETPEER,
+        Place::cgroup(&cgroup),
+        &format!("{host}:{port}"),
+        &["--expect", "refused", "--count", "5"],
+    );
     let recorded = recording.finish();
     assert_eq!(all_endpoints(&recorded.rows), vec![], "a refused connection has no begin");
     assert_clean(&recorded, &cgroup);
@@ -166,13 +172,22 @@ fn a_reused_four_tuple_after_close_is_a_new_connection() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let bind = format!("127.0.0.1:{port}");
     // Each connection closes with RST, so the same 4-tuple is free again at once.
-    let locals = connect(NETPEER, Place::cgroup(&cgroup), &server_addr.to_string(), &["--count", "3", "--bind", &bind]);
+    let locals = connect(
+        NETPEER,
+        Place::cgroup(&cgroup),
+        &server_addr.to_string(),
+        &["--count", "3", "--bind", &bind],
+    );
     let recorded = recording.finish();
     assert_eq!(locals, vec![addr(&bind); 3]);
     let client = addr(&bind);
-    let mut expected = vec![(Outgoing, client, server_addr), (Incoming, client, server_addr)].repeat(3);
+    let mut expected = [(Outgoing, client, server_addr), (Incoming, client, server_addr)].repeat(3);
     expected.sort();
-    assert_eq!(all_endpoints(&recorded.rows), expected, "three connections on one 4-tuple are three begins per side");
+    assert_eq!(
+        all_endpoints(&recorded.rows),
+        expected,
+        "three connections on one 4-tuple are three begins per side"
+    );
     assert_clean(&recorded, &cgroup);
 }
 

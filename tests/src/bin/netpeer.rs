@@ -120,7 +120,13 @@ const IPV4_RECORD_ROUTE: [u8; 8] = [7, 7, 4, 0, 0, 0, 0, 0];
 const IPV6_HOPOPTS: i32 = 54;
 const IPV6_DSTOPTS: i32 = 59;
 
-fn serve(listen: SocketAddr, dual_stack: bool, hopopts: bool, dstopts: bool, no_accept: bool) -> Result<(), String> {
+fn serve(
+    listen: SocketAddr,
+    dual_stack: bool,
+    hopopts: bool,
+    dstopts: bool,
+    no_accept: bool,
+) -> Result<(), String> {
     let socket = Socket::new(Domain::for_address(listen), Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| format!("socket: {e}"))?;
     socket.set_reuse_address(true).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
@@ -135,12 +141,8 @@ fn serve(listen: SocketAddr, dual_stack: bool, hopopts: bool, dstopts: bool, no_
     }
     socket.bind(&listen.into()).map_err(|e| format!("bind {listen}: {e}"))?;
     socket.listen(4096).map_err(|e| format!("listen: {e}"))?;
-    let port = socket
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .map(|a| a.port())
-        .ok_or("no local address")?;
+    let port =
+        socket.local_addr().ok().and_then(|a| a.as_socket()).map(|a| a.port()).ok_or("no local address")?;
     println!("ready {port}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     // Stop when the test closes our stdin (or kills us).
@@ -176,14 +178,13 @@ struct ConnectArgs {
 fn connect(args: &ConnectArgs) -> Result<(), String> {
     let domain = if args.ipv6_socket { Domain::IPV6 } else { Domain::for_address(args.to) };
     let to: SockAddr = match (args.ipv6_socket, args.to) {
-        (true, SocketAddr::V4(v4)) => {
-            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()).into()
-        }
+        (true, SocketAddr::V4(v4)) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()).into(),
         (_, to) => to.into(),
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for _ in 0..args.count {
-        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(|e| format!("socket: {e}"))?;
+        let socket =
+            Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(|e| format!("socket: {e}"))?;
         // Close with RST: no TIME_WAIT, so ports and 4-tuples are free at once.
         socket.set_linger(Some(Duration::ZERO)).map_err(|e| format!("SO_LINGER: {e}"))?;
         if args.ipv6_socket {
@@ -215,8 +216,9 @@ fn connect(args: &ConnectArgs) -> Result<(), String> {
 }
 
 fn self_connect(addr: std::net::IpAddr) -> Result<(), String> {
-    let socket = Socket::new(Domain::for_address(SocketAddr::new(addr, 0)), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| format!("socket: {e}"))?;
+    let socket =
+        Socket::new(Domain::for_address(SocketAddr::new(addr, 0)), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| format!("socket: {e}"))?;
     socket.set_linger(Some(Duration::ZERO)).map_err(|e| format!("SO_LINGER: {e}"))?;
     socket.bind(&SocketAddr::new(addr, 0).into()).map_err(|e| format!("bind: {e}"))?;
     let local = socket.local_addr().ok().and_then(|a| a.as_socket()).ok_or("no local address")?;

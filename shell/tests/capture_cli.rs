@@ -1,0 +1,170 @@
+//! The real `flowsql capture` binary: its JSON lines, its shutdown on
+//! signals, and the one clear line it prints when it cannot capture.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use flowsql_tests::TestCgroup;
+
+const FLOWSQL: &str = env!("CARGO_BIN_EXE_flowsql");
+
+/// Opens one TCP connection from a bash process that joins `cgroup` first
+/// (bash's /dev/tcp: no other tool needed).
+fn connect_from_cgroup(cgroup: &TestCgroup, port: u16) {
+    let script =
+        format!("echo $$ > {}/cgroup.procs && exec 3<>/dev/tcp/127.0.0.1/{port}", cgroup.path().display());
+    let status = Command::new("bash").args(["-c", &script]).status().expect("bash runs");
+    assert!(status.success(), "the client in the cgroup failed to connect");
+}
+
+fn listener() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    (listener, port)
+}
+
+/// Waits for capture to be attached: it logs "capture attaching" at info
+/// level before attaching; give the attach itself a moment after that line.
+fn wait_attached(stderr: &mut BufReader<std::process::ChildStderr>) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = stderr.read_line(&mut line).expect("read stderr");
+        assert!(n > 0, "flowsql capture exited before attaching");
+        if line.contains("capture attaching") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn capture_json_prints_one_complete_object_per_flow_and_stops_on_sigint() {
+    let cgroup = TestCgroup::new("cli");
+    let (_listener, port) = listener();
+    let mut child = Command::new(FLOWSQL)
+        .args(["capture", "--json", "--log-level", "info", "--cgroup"])
+        .arg(cgroup.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flowsql starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    wait_attached(&mut stderr);
+    for _ in 0..3 {
+        connect_from_cgroup(&cgroup, port);
+    }
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().expect("flowsql exits");
+    assert!(output.status.success(), "exit status {:?}", output.status);
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(stdout.ends_with('\n'), "the last line is complete");
+    let rows: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).expect("every line is one JSON object")).collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    for row in &rows {
+        let object = row.as_object().expect("object");
+        let mut keys: Vec<_> = object.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "cgroupId",
+                "connectionDirection",
+                "dstDomains",
+                "dstIP",
+                "dstPort",
+                "hostName",
+                "srcDomains",
+                "srcIP",
+                "srcPort",
+                "timestamp"
+            ]
+        );
+        assert_eq!(row["connectionDirection"], "outgoing");
+        assert_eq!(row["srcIP"], "127.0.0.1");
+        assert_eq!(row["dstIP"], "127.0.0.1");
+        assert_eq!(row["dstPort"], port);
+        assert_eq!(row["srcDomains"], serde_json::json!([]));
+        assert_eq!(row["dstDomains"], serde_json::json!([]));
+        assert_eq!(row["cgroupId"], cgroup.id());
+        let ts = row["timestamp"].as_str().expect("timestamp string");
+        assert!(ts.ends_with('Z'), "UTC: {ts}");
+        chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339");
+    }
+}
+
+#[test]
+fn capture_json_stops_after_its_duration() {
+    let cgroup = TestCgroup::new("dur");
+    let started = std::time::Instant::now();
+    let output = Command::new(FLOWSQL)
+        .args(["capture", "--json", "--duration", "1", "--cgroup"])
+        .arg(cgroup.path())
+        .output()
+        .expect("flowsql runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(output.stdout, b"");
+}
+
+/// Runs flowsql, expecting failure with exactly one `error:` line that
+/// contains `expected`.
+fn fails_with(command: &mut Command, expected: &str) {
+    let output = command.output().expect("flowsql runs");
+    assert!(!output.status.success(), "must fail");
+    assert_eq!(output.stdout, b"", "nothing on stdout");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines[0].contains(expected), "{stderr:?} does not say {expected:?}");
+}
+
+#[test]
+fn without_privileges_capture_says_what_is_missing() {
+    flowsql_tests::require_root();
+    // Drop to nobody with no capabilities at all.
+    fails_with(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", FLOWSQL])
+            .args(["capture", "--json", "--duration", "1"]),
+        "needs root, or the capabilities CAP_BPF and CAP_NET_ADMIN; this process lacks CAP_BPF and CAP_NET_ADMIN",
+    );
+    // Root without CAP_BPF/CAP_SYS_ADMIN.
+    fails_with(
+        Command::new("setpriv").args(["--inh-caps=-all", "--bounding-set=-bpf,-sys_admin", FLOWSQL]).args([
+            "capture",
+            "--json",
+            "--duration",
+            "1",
+        ]),
+        "lacks CAP_BPF",
+    );
+}
+
+#[test]
+fn a_directory_that_is_not_a_cgroup_is_refused() {
+    flowsql_tests::require_root();
+    fails_with(
+        Command::new(FLOWSQL).args(["capture", "--json", "--cgroup", "/tmp"]),
+        "/tmp is not a cgroup v2 directory",
+    );
+    fails_with(
+        Command::new(FLOWSQL).args(["capture", "--json", "--cgroup", "/sys/fs/cgroup/flowsql-no-such-group"]),
+        "does not exist",
+    );
+}
+
+#[test]
+fn bad_options_are_refused() {
+    fails_with(Command::new(FLOWSQL).args(["capture", "--json", "--duration=-1"]), "--duration");
+    fails_with(
+        Command::new(FLOWSQL).args(["capture", "--json", "--ring-buffer-bytes", "5000"]),
+        "ring buffer size",
+    );
+    fails_with(Command::new(FLOWSQL).args(["capture"]), "--json");
+}
