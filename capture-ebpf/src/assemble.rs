@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use flowsql_event::{Direction, FlowBegin};
+use flowsql_event::{Direction, DomainList, FlowBegin};
 
 use crate::abi::{self, DecodeError, KernelRecord};
 use crate::clock::BootClock;
@@ -65,8 +65,8 @@ impl FlowAssembler {
                     dst_ip: flow.dst_ip()?,
                     src_port: flow.src_port(),
                     dst_port: flow.dst_port(),
-                    src_domains: Vec::new(),
-                    dst_domains: Vec::new(),
+                    src_domains: DomainList::default(),
+                    dst_domains: DomainList::default(),
                     cgroup_id: flow.cgroup_id,
                     host_name: Arc::clone(&self.host_name),
                 }))

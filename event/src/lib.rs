@@ -26,9 +26,14 @@ pub mod columns {
     pub const CGROUP_ID: &str = "cgroupId";
 }
 
-/// A DNS name as flowsql stores it: lower case, no trailing dot, shared
-/// between every flow that carries it.
+/// A DNS name as flowsql stores it: lower case, no trailing dot, bytes that
+/// are not printable ASCII escaped as `\DDD`; shared between every flow that
+/// carries it.
 pub type DomainName = Arc<str>;
+
+/// The names of one address, in order: shared (not copied) between the DNS
+/// cache and every flow that carries them. `DomainList::default()` is empty.
+pub type DomainList = Arc<[DomainName]>;
 
 /// Who initiated the connection, seen from the monitored endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,9 +97,9 @@ pub struct FlowBegin {
     pub src_port: u16,
     pub dst_port: u16,
     /// DNS names of `src_ip` valid at `timestamp_ns`; usually empty.
-    pub src_domains: Vec<DomainName>,
+    pub src_domains: DomainList,
     /// DNS names of `dst_ip` valid at `timestamp_ns`.
-    pub dst_domains: Vec<DomainName>,
+    pub dst_domains: DomainList,
     /// cgroup v2 id of the local socket.
     pub cgroup_id: u64,
     /// Host that recorded the flow.
@@ -151,8 +156,8 @@ mod tests {
             dst_ip: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
             src_port: 40000,
             dst_port: 443,
-            src_domains: vec![],
-            dst_domains: vec!["a.example".into(), "b.example".into()],
+            src_domains: DomainList::default(),
+            dst_domains: vec!["a.example".into(), "b.example".into()].into(),
             cgroup_id: 42,
             host_name: "host1".into(),
         }
