@@ -13,6 +13,10 @@
  * a simultaneous open) through the ring buffer flowsql_events. Anything that
  * is lost is counted in flowsql_counters.
  *
+ * DNS responses (source port 53, UDP and TCP, both hooks) go to user space
+ * through the same ring buffer, so an answer is always read before the
+ * SYN-ACK of the connection it led to.
+ *
  * The fast path (most packets) reads three fields of the socket and leaves:
  * an established TCP connection or connected UDP socket that is not DNS
  * cannot carry a begin.
@@ -45,6 +49,14 @@ struct {
 	__type(key, struct flowsql_connection_key);
 	__type(value, __u8);
 } FLOWSQL_MAP_CONNECTIONS SEC(".maps");
+
+/* Room to build a variable-length DNS record before copying it to the ring. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flowsql_dns_event);
+} FLOWSQL_MAP_DNS_SCRATCH SEC(".maps");
 
 #define DNS_PORT 53
 #define TCP_FLAG_FIN 0x01
@@ -165,19 +177,16 @@ static __always_inline int parse_ip(struct __sk_buff *skb, struct packet *p)
 	return -1;
 }
 
-static __always_inline void report_begin(struct __sk_buff *skb, const struct packet *p, int egress,
-					 __u32 socket_state)
+static __always_inline int is_synack(const __u8 *tcp)
 {
-	__u8 tcp[14]; /* ports, seq, ack, data offset, flags */
+	return (tcp[13] & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST | TCP_FLAG_FIN)) ==
+	       (TCP_FLAG_SYN | TCP_FLAG_ACK);
+}
 
-	if (bpf_skb_load_bytes(skb, p->l4_offset, tcp, sizeof(tcp))) {
-		count(FLOWSQL_COUNTER_HEADER_UNREADABLE);
-		return;
-	}
-	if ((tcp[13] & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST | TCP_FLAG_FIN)) !=
-	    (TCP_FLAG_SYN | TCP_FLAG_ACK))
-		return;
-
+/* tcp: the first 14 bytes of the TCP header (ports, seq, ack, offset, flags). */
+static __always_inline void report_begin(struct __sk_buff *skb, const struct packet *p, const __u8 *tcp,
+					 int egress, __u32 socket_state)
+{
 	__u32 seq = load_be32(&tcp[4]);
 	__u32 ack = load_be32(&tcp[8]);
 	__be16 pkt_src_port_be = (__be16)(tcp[0] | (tcp[1] << 8));
@@ -252,6 +261,93 @@ static __always_inline void report_begin(struct __sk_buff *skb, const struct pac
 	count(FLOWSQL_COUNTER_FLOW_EVENTS);
 }
 
+/*
+ * Sends the payload that starts at payload_offset (a DNS message, or a TCP
+ * segment of one) to user space.
+ */
+static __always_inline void report_dns(struct __sk_buff *skb, const struct packet *p, int egress,
+				       __u32 payload_offset, __u32 tcp_seq)
+{
+	__u32 packet_len = skb->len;
+
+	if (packet_len <= payload_offset)
+		return; /* no payload: a bare ACK, FIN, ... */
+	__u32 payload_len = packet_len - payload_offset;
+	__u32 captured = payload_len;
+	__u8 flags = 0;
+
+	if (captured > FLOWSQL_DNS_PAYLOAD_MAX) {
+		captured = FLOWSQL_DNS_PAYLOAD_MAX;
+		flags |= FLOWSQL_DNS_TRUNCATED;
+		count(FLOWSQL_COUNTER_DNS_TRUNCATED);
+	}
+	/* Re-derive the bound in a form the verifier tracks: 1..PAYLOAD_MAX. */
+	captured &= 2 * FLOWSQL_DNS_PAYLOAD_MAX - 1;
+	if (captured == 0 || captured > FLOWSQL_DNS_PAYLOAD_MAX)
+		return;
+
+	__u32 zero = 0;
+	struct flowsql_dns_event *e = bpf_map_lookup_elem(&FLOWSQL_MAP_DNS_SCRATCH, &zero);
+	if (!e)
+		return;
+	if (bpf_skb_load_bytes(skb, payload_offset, e->payload, captured)) {
+		count(FLOWSQL_COUNTER_HEADER_UNREADABLE);
+		return;
+	}
+	__u32 record_len = sizeof(*e) - FLOWSQL_DNS_PAYLOAD_MAX + captured;
+	e->header.kind = FLOWSQL_KIND_DNS_RESPONSE;
+	e->header.length = record_len;
+	e->header.reserved = 0;
+	e->header.boot_ns = bpf_ktime_get_boot_ns();
+	e->cgroup_id = bpf_skb_cgroup_id(skb);
+	e->socket_cookie = bpf_get_socket_cookie(skb);
+	e->tcp_seq = tcp_seq;
+	e->payload_len = payload_len > 0xffff ? 0xffff : payload_len;
+	e->captured_len = captured;
+	e->ip_version = p->ip_version;
+	e->transport = p->l4_protocol;
+	e->egress = egress;
+	e->flags = flags;
+	__builtin_memcpy(e->src_addr_be, p->src_addr_be, 16);
+	__builtin_memcpy(e->dst_addr_be, p->dst_addr_be, 16);
+	if (bpf_ringbuf_output(&FLOWSQL_MAP_EVENTS, e, record_len, 0))
+		count(FLOWSQL_COUNTER_DNS_RINGBUF_FULL);
+	else
+		count(FLOWSQL_COUNTER_DNS_EVENTS);
+}
+
+static __always_inline void handle_tcp(struct __sk_buff *skb, const struct packet *p, int egress,
+				       __u32 socket_state)
+{
+	__u8 tcp[14]; /* ports, seq, ack, data offset, flags */
+
+	if (bpf_skb_load_bytes(skb, p->l4_offset, tcp, sizeof(tcp))) {
+		count(FLOWSQL_COUNTER_HEADER_UNREADABLE);
+		return;
+	}
+	if (is_synack(tcp)) {
+		report_begin(skb, p, tcp, egress, socket_state);
+		return;
+	}
+	/* A segment of a DNS-over-TCP response stream. */
+	if (tcp[0] == 0 && tcp[1] == DNS_PORT) {
+		__u32 header_len = (tcp[12] >> 4) * 4;
+		if (header_len >= 20)
+			report_dns(skb, p, egress, p->l4_offset + header_len, load_be32(&tcp[4]));
+	}
+}
+
+static __always_inline void handle_udp(struct __sk_buff *skb, const struct packet *p, int egress)
+{
+	__u8 udp[11]; /* ports, length, checksum, and the DNS header's first 3 bytes */
+
+	if (bpf_skb_load_bytes(skb, p->l4_offset, udp, sizeof(udp)))
+		return; /* too short to be a DNS message */
+	/* From port 53, with the QR bit set: a DNS response. */
+	if (udp[0] == 0 && udp[1] == DNS_PORT && (udp[10] & 0x80))
+		report_dns(skb, p, egress, p->l4_offset + 8, 0);
+}
+
 static __always_inline void handle(struct __sk_buff *skb, int egress)
 {
 	struct bpf_sock *sk = skb->sk;
@@ -268,7 +364,9 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 	if (parse_ip(skb, &p))
 		return;
 	if (p.l4_protocol == IPPROTO_TCP)
-		report_begin(skb, &p, egress, socket_state);
+		handle_tcp(skb, &p, egress, socket_state);
+	else
+		handle_udp(skb, &p, egress);
 }
 
 SEC("cgroup_skb/ingress")

@@ -17,10 +17,11 @@
 #define FLOWSQL_MAP_EVENTS flowsql_events
 #define FLOWSQL_MAP_COUNTERS flowsql_counters
 #define FLOWSQL_MAP_CONNECTIONS flowsql_connections
+#define FLOWSQL_MAP_DNS_SCRATCH flowsql_dns_scratch
 
 /* Record kinds. */
 #define FLOWSQL_KIND_FLOW_BEGIN 1
-#define FLOWSQL_KIND_DNS_RESPONSE 2 /* reserved for DNS capture */
+#define FLOWSQL_KIND_DNS_RESPONSE 2
 
 /* Values of flowsql_flow_event.direction. */
 #define FLOWSQL_DIRECTION_OUTGOING 1 /* a local socket initiated */
@@ -35,7 +36,24 @@
 #define FLOWSQL_COUNTER_CONNECTION_MAP_ERROR 5 /* dedup map insert failed (row still sent) */
 #define FLOWSQL_COUNTER_DNS_EVENTS 6           /* DNS records submitted */
 #define FLOWSQL_COUNTER_DNS_RINGBUF_FULL 7     /* DNS records lost: ring buffer full */
+#define FLOWSQL_COUNTER_DNS_TRUNCATED 8        /* DNS records cut at FLOWSQL_DNS_PAYLOAD_MAX */
 #define FLOWSQL_COUNTER_SLOTS 16
+
+/*
+ * Bytes of a DNS message copied to user space. 4096 holds every UDP answer
+ * under the EDNS buffer sizes resolvers use (1232 since DNS Flag Day 2020,
+ * 4096 the historic default) and all but the largest TCP answers; a longer
+ * message is cut here, flagged FLOWSQL_DNS_TRUNCATED, and user space parses
+ * the records that fit. A power of two, so the verifier can bound the copy.
+ */
+#define FLOWSQL_DNS_PAYLOAD_MAX 4096
+
+/* Bits of flowsql_dns_event.flags. */
+#define FLOWSQL_DNS_TRUNCATED 1 /* the packet's payload is longer than payload[] */
+
+/* Values of flowsql_dns_event.transport (IP protocol numbers). */
+#define FLOWSQL_TRANSPORT_TCP 6
+#define FLOWSQL_TRANSPORT_UDP 17
 
 struct flowsql_event_header {
 	__u16 kind;    /* FLOWSQL_KIND_* */
@@ -56,6 +74,29 @@ struct flowsql_flow_event {
 	__u16 reserved;
 	__u8 src_addr_be[16]; /* initiator; IPv4 in the first 4 bytes */
 	__u8 dst_addr_be[16]; /* responder; IPv4 in the first 4 bytes */
+};
+
+/*
+ * A packet from port 53 with a payload: a whole DNS message (UDP) or a TCP
+ * segment of a DNS stream, which user space reassembles by tcp_seq. The record
+ * is variable-length: header.length = offsetof(payload) + captured_len.
+ */
+struct flowsql_dns_event {
+	struct flowsql_event_header header;
+	__u64 cgroup_id;
+	__u64 socket_cookie;
+	__u32 tcp_seq;      /* TCP: sequence number of payload[0]; UDP: 0 */
+	__u16 payload_len;  /* L4 payload bytes in the packet (at most 65535) */
+	__u16 captured_len; /* bytes in payload[] */
+	__u8 ip_version;    /* 4 or 6 */
+	__u8 transport;     /* FLOWSQL_TRANSPORT_* */
+	__u8 egress;        /* 1: sent by a local socket (a local server), 0: received */
+	__u8 flags;         /* FLOWSQL_DNS_* bits */
+	__be16 src_port_be;
+	__be16 dst_port_be;
+	__u8 src_addr_be[16];
+	__u8 dst_addr_be[16];
+	__u8 payload[FLOWSQL_DNS_PAYLOAD_MAX];
 };
 
 /*

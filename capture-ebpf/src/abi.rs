@@ -7,7 +7,7 @@
 //! the test at the bottom of this file, not trusted by eye.
 
 use std::mem::size_of;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The compiled kernel programs, built by `build-bpf.sh` and committed.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/flowsql.bpf.o");
@@ -15,6 +15,7 @@ pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/flowsql.bpf.o
 pub const MAP_EVENTS: &str = "flowsql_events";
 pub const MAP_COUNTERS: &str = "flowsql_counters";
 pub const MAP_CONNECTIONS: &str = "flowsql_connections";
+pub const MAP_DNS_SCRATCH: &str = "flowsql_dns_scratch";
 pub const PROGRAM_INGRESS: &str = "flowsql_ingress";
 pub const PROGRAM_EGRESS: &str = "flowsql_egress";
 
@@ -23,6 +24,13 @@ pub const KIND_DNS_RESPONSE: u16 = 2;
 
 pub const DIRECTION_OUTGOING: u8 = 1;
 pub const DIRECTION_INCOMING: u8 = 2;
+
+/// Bytes of a DNS message the kernel copies at most.
+pub const DNS_PAYLOAD_MAX: usize = 4096;
+/// `flowsql_dns_event.flags`: the message was longer than what was copied.
+pub const DNS_TRUNCATED: u8 = 1;
+pub const TRANSPORT_TCP: u8 = 6;
+pub const TRANSPORT_UDP: u8 = 17;
 
 /// Slots of the kernel's per-CPU counter array (`FLOWSQL_COUNTER_*`).
 pub mod counter_slot {
@@ -34,6 +42,7 @@ pub mod counter_slot {
     pub const CONNECTION_MAP_ERROR: u32 = 5;
     pub const DNS_EVENTS: u32 = 6;
     pub const DNS_RINGBUF_FULL: u32 = 7;
+    pub const DNS_TRUNCATED: u32 = 8;
     pub const SLOTS: u32 = 16;
 }
 
@@ -83,6 +92,50 @@ impl FlowEvent {
     }
 }
 
+/// `struct flowsql_dns_event` up to (not including) its payload: a DNS
+/// message or a TCP segment of one, from port 53.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsEvent {
+    pub header: EventHeader,
+    pub cgroup_id: u64,
+    pub socket_cookie: u64,
+    /// TCP: sequence number of the first payload byte; UDP: 0.
+    pub tcp_seq: u32,
+    /// Payload bytes in the packet (at most 65535).
+    pub payload_len: u16,
+    /// Payload bytes copied (what follows this struct in the record).
+    pub captured_len: u16,
+    pub ip_version: u8,
+    pub transport: u8,
+    /// 1: sent by a local socket; 0: received.
+    pub egress: u8,
+    pub flags: u8,
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub src_addr_be: [u8; 16],
+    pub dst_addr_be: [u8; 16],
+}
+
+impl DnsEvent {
+    pub fn src(&self) -> Result<SocketAddr, DecodeError> {
+        Ok(SocketAddr::new(ip_from_be(self.ip_version, &self.src_addr_be)?, u16::from_be(self.src_port_be)))
+    }
+
+    pub fn dst(&self) -> Result<SocketAddr, DecodeError> {
+        Ok(SocketAddr::new(ip_from_be(self.ip_version, &self.dst_addr_be)?, u16::from_be(self.dst_port_be)))
+    }
+
+    pub fn is_tcp(&self) -> bool {
+        self.transport == TRANSPORT_TCP
+    }
+
+    /// The kernel copied less than the packet carried.
+    pub fn truncated(&self) -> bool {
+        self.flags & DNS_TRUNCATED != 0
+    }
+}
+
 /// An address from its network-order bytes; IPv4 sits in the first four.
 pub fn ip_from_be(ip_version: u8, bytes: &[u8; 16]) -> Result<IpAddr, DecodeError> {
     match ip_version {
@@ -107,14 +160,18 @@ pub enum DecodeError {
     IpVersion(u8),
     #[error("unknown direction {0} in a flow record")]
     Direction(u8),
+    #[error("DNS record says {captured} payload bytes but carries {carried}")]
+    DnsPayload { captured: usize, carried: usize },
+    #[error("unknown transport {0} in a DNS record")]
+    Transport(u8),
 }
 
 /// A record from the kernel, decoded but not yet interpreted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelRecord<'a> {
     FlowBegin(FlowEvent),
-    /// A DNS response: header, then the captured payload bytes.
-    DnsResponse(EventHeader, &'a [u8]),
+    /// A DNS response (or TCP segment of one) and its captured payload.
+    DnsResponse(DnsEvent, &'a [u8]),
 }
 
 /// Reads a `T` from the start of `bytes` after checking the length.
@@ -148,7 +205,21 @@ pub fn decode(item: &[u8]) -> Result<KernelRecord<'_>, DecodeError> {
             }
             Ok(KernelRecord::FlowBegin(flow))
         }
-        KIND_DNS_RESPONSE => Ok(KernelRecord::DnsResponse(header, &record[size_of::<EventHeader>()..])),
+        KIND_DNS_RESPONSE => {
+            let dns: DnsEvent = read_struct("DNS record", record)?;
+            let payload = &record[size_of::<DnsEvent>()..];
+            let captured = usize::from(dns.captured_len);
+            if captured != payload.len() || captured > DNS_PAYLOAD_MAX {
+                return Err(DecodeError::DnsPayload { captured, carried: payload.len() });
+            }
+            if dns.ip_version != 4 && dns.ip_version != 6 {
+                return Err(DecodeError::IpVersion(dns.ip_version));
+            }
+            if dns.transport != TRANSPORT_TCP && dns.transport != TRANSPORT_UDP {
+                return Err(DecodeError::Transport(dns.transport));
+            }
+            Ok(KernelRecord::DnsResponse(dns, payload))
+        }
         other => Err(DecodeError::Kind(other)),
     }
 }
@@ -299,6 +370,27 @@ mod tests {
             ("<size>".to_owned(), size_of::<FlowEvent>() as u64),
         ];
         assert_eq!(dwarf_layout("flowsql_flow_event"), flow);
+
+        let mut dns = vec![
+            ("header".to_owned(), offset_of!(DnsEvent, header) as u64),
+            ("cgroup_id".to_owned(), offset_of!(DnsEvent, cgroup_id) as u64),
+            ("socket_cookie".to_owned(), offset_of!(DnsEvent, socket_cookie) as u64),
+            ("tcp_seq".to_owned(), offset_of!(DnsEvent, tcp_seq) as u64),
+            ("payload_len".to_owned(), offset_of!(DnsEvent, payload_len) as u64),
+            ("captured_len".to_owned(), offset_of!(DnsEvent, captured_len) as u64),
+            ("ip_version".to_owned(), offset_of!(DnsEvent, ip_version) as u64),
+            ("transport".to_owned(), offset_of!(DnsEvent, transport) as u64),
+            ("egress".to_owned(), offset_of!(DnsEvent, egress) as u64),
+            ("flags".to_owned(), offset_of!(DnsEvent, flags) as u64),
+            ("src_port_be".to_owned(), offset_of!(DnsEvent, src_port_be) as u64),
+            ("dst_port_be".to_owned(), offset_of!(DnsEvent, dst_port_be) as u64),
+            ("src_addr_be".to_owned(), offset_of!(DnsEvent, src_addr_be) as u64),
+            ("dst_addr_be".to_owned(), offset_of!(DnsEvent, dst_addr_be) as u64),
+            // The payload follows the fixed part directly.
+            ("payload".to_owned(), size_of::<DnsEvent>() as u64),
+        ];
+        dns.push(("<size>".to_owned(), (size_of::<DnsEvent>() + DNS_PAYLOAD_MAX) as u64));
+        assert_eq!(dwarf_layout("flowsql_dns_event"), dns);
     }
 
     /// The numeric `#define`s of bpf/flowsql.h (kinds, directions, counter
@@ -323,6 +415,10 @@ mod tests {
         assert_eq!(number("FLOWSQL_KIND_DNS_RESPONSE"), u64::from(KIND_DNS_RESPONSE));
         assert_eq!(number("FLOWSQL_DIRECTION_OUTGOING"), u64::from(DIRECTION_OUTGOING));
         assert_eq!(number("FLOWSQL_DIRECTION_INCOMING"), u64::from(DIRECTION_INCOMING));
+        assert_eq!(number("FLOWSQL_DNS_PAYLOAD_MAX"), DNS_PAYLOAD_MAX as u64);
+        assert_eq!(number("FLOWSQL_DNS_TRUNCATED"), u64::from(DNS_TRUNCATED));
+        assert_eq!(number("FLOWSQL_TRANSPORT_TCP"), u64::from(TRANSPORT_TCP));
+        assert_eq!(number("FLOWSQL_TRANSPORT_UDP"), u64::from(TRANSPORT_UDP));
         let slots = [
             ("FLOWSQL_COUNTER_FLOW_EVENTS", counter_slot::FLOW_EVENTS),
             ("FLOWSQL_COUNTER_FLOW_RINGBUF_FULL", counter_slot::FLOW_RINGBUF_FULL),
@@ -332,6 +428,7 @@ mod tests {
             ("FLOWSQL_COUNTER_CONNECTION_MAP_ERROR", counter_slot::CONNECTION_MAP_ERROR),
             ("FLOWSQL_COUNTER_DNS_EVENTS", counter_slot::DNS_EVENTS),
             ("FLOWSQL_COUNTER_DNS_RINGBUF_FULL", counter_slot::DNS_RINGBUF_FULL),
+            ("FLOWSQL_COUNTER_DNS_TRUNCATED", counter_slot::DNS_TRUNCATED),
             ("FLOWSQL_COUNTER_SLOTS", counter_slot::SLOTS),
         ];
         for (name, slot) in slots {
@@ -340,5 +437,6 @@ mod tests {
         assert_eq!(define("FLOWSQL_MAP_EVENTS"), MAP_EVENTS);
         assert_eq!(define("FLOWSQL_MAP_COUNTERS"), MAP_COUNTERS);
         assert_eq!(define("FLOWSQL_MAP_CONNECTIONS"), MAP_CONNECTIONS);
+        assert_eq!(define("FLOWSQL_MAP_DNS_SCRATCH"), MAP_DNS_SCRATCH);
     }
 }

@@ -1,31 +1,45 @@
-//! Turning kernel records into [`FlowBegin`] rows: decode, convert the
-//! timestamp to UTC, attach the host name (and, with DNS capture, the names
-//! of both ends).
+//! Turning kernel records into rows: a flow record becomes a [`FlowBegin`]
+//! with UTC time, host name and the DNS names of both ends; a DNS record
+//! teaches the name cache and yields [`DomainObservation`]s for the domains
+//! table.
+//!
+//! Records arrive in ring-buffer order, so the answer that led to a
+//! connection is learned before its SYN-ACK is turned into a row.
 
 use std::sync::Arc;
 
-use flowsql_event::{Direction, DomainList, FlowBegin};
+use flowsql_event::{Direction, DomainObservation, FlowBegin};
 
-use crate::abi::{self, DecodeError, KernelRecord};
+use crate::abi::{self, DecodeError, DnsEvent, KernelRecord};
 use crate::clock::BootClock;
+use crate::dns::tcp::{Segment, StreamKey, TcpDnsStreams, TcpStreamStats};
+use crate::dns::{NameCache, NameCacheConfig, NameCacheStats, parse_response};
 
-/// How often the boot-time-to-UTC offset is sampled again.
-const CLOCK_RESYNC_NS: u64 = 1_000_000_000;
-
-/// Builds rows from ring buffer records. One per capture; not shared.
-#[derive(Debug)]
-pub struct FlowAssembler {
-    clock: BootClock,
-    clock_synced_boot_ns: u64,
-    host_name: Arc<str>,
-}
+/// How often the boot-time-to-UTC offset is sampled again, and expired names
+/// are purged.
+const HOUSEKEEPING_NS: u64 = 1_000_000_000;
 
 /// What one ring buffer record turned into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assembled {
     Flow(FlowBegin),
-    /// A DNS response (feeds the name cache; produces no row).
-    Dns,
+    /// A DNS response (or TCP segment of one): what it taught, possibly nothing.
+    Dns(Vec<DomainObservation>),
+}
+
+/// Counters of the DNS side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsStats {
+    /// DNS messages read (UDP datagrams, reassembled TCP messages).
+    pub messages: u64,
+    /// Messages that taught nothing: malformed, not an answer, a failure rcode.
+    pub rejected: u64,
+    /// Messages whose records were cut short (parsed as far as they went).
+    pub incomplete: u64,
+    /// (address, name) pairs learned.
+    pub observations: u64,
+    pub cache: NameCacheStats,
+    pub tcp: TcpStreamStats,
 }
 
 /// The host's name as the kernel knows it (UTS namespace).
@@ -35,43 +49,130 @@ pub fn host_name() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// Builds rows from ring buffer records. One per capture; not shared.
+#[derive(Debug)]
+pub struct FlowAssembler {
+    clock: BootClock,
+    housekeeping_boot_ns: u64,
+    host_name: Arc<str>,
+    names: NameCache,
+    tcp: TcpDnsStreams,
+    stats: DnsStats,
+}
+
+/// Parses one DNS message and learns from it.
+fn learn(
+    message: &[u8],
+    complete: bool,
+    seen_ns: i64,
+    names: &mut NameCache,
+    stats: &mut DnsStats,
+    out: &mut Vec<DomainObservation>,
+) {
+    stats.messages += 1;
+    let answer = match parse_response(message) {
+        Ok(answer) => answer,
+        Err(error) => {
+            stats.rejected += 1;
+            tracing::debug!(%error, "DNS message taught nothing");
+            return;
+        }
+    };
+    if answer.incomplete || !complete {
+        stats.incomplete += 1;
+    }
+    for association in answer.associations() {
+        let expires_ns = seen_ns.saturating_add(i64::from(association.ttl).saturating_mul(1_000_000_000));
+        names.insert(association.ip, association.name.clone(), seen_ns, expires_ns);
+        stats.observations += 1;
+        out.push(DomainObservation {
+            ip: association.ip,
+            name: association.name,
+            question: answer.question.clone(),
+            seen_ns,
+            expires_ns,
+        });
+    }
+}
+
 impl FlowAssembler {
     pub fn new(host_name: impl Into<Arc<str>>) -> Self {
+        Self::with_name_cache(host_name, NameCacheConfig::default())
+    }
+
+    pub fn with_name_cache(host_name: impl Into<Arc<str>>, config: NameCacheConfig) -> Self {
         FlowAssembler {
             clock: BootClock::new(),
-            clock_synced_boot_ns: BootClock::boot_now_ns(),
+            housekeeping_boot_ns: BootClock::boot_now_ns(),
             host_name: host_name.into(),
+            names: NameCache::new(config),
+            tcp: TcpDnsStreams::new(),
+            stats: DnsStats::default(),
         }
+    }
+
+    pub fn dns_stats(&self) -> DnsStats {
+        DnsStats { cache: self.names.stats(), tcp: self.tcp.stats(), ..self.stats }
+    }
+
+    /// UTC time of a kernel timestamp; now and then resyncs the clock and
+    /// purges expired names.
+    fn utc(&mut self, boot_ns: u64) -> i64 {
+        if boot_ns.saturating_sub(self.housekeeping_boot_ns) > HOUSEKEEPING_NS {
+            self.clock.resync();
+            self.housekeeping_boot_ns = boot_ns;
+            let now = self.clock.to_utc_ns(boot_ns);
+            self.names.purge_expired(now);
+        }
+        self.clock.to_utc_ns(boot_ns)
     }
 
     /// Interprets one ring buffer item.
     pub fn assemble(&mut self, item: &[u8]) -> Result<Assembled, DecodeError> {
         match abi::decode(item)? {
             KernelRecord::FlowBegin(flow) => {
-                let boot_ns = flow.header.boot_ns;
-                if boot_ns.saturating_sub(self.clock_synced_boot_ns) > CLOCK_RESYNC_NS {
-                    self.clock.resync();
-                    self.clock_synced_boot_ns = boot_ns;
-                }
+                let timestamp_ns = self.utc(flow.header.boot_ns);
                 let direction = if flow.direction == abi::DIRECTION_OUTGOING {
                     Direction::Outgoing
                 } else {
                     Direction::Incoming
                 };
+                let src_ip = flow.src_ip()?;
+                let dst_ip = flow.dst_ip()?;
                 Ok(Assembled::Flow(FlowBegin {
-                    timestamp_ns: self.clock.to_utc_ns(boot_ns),
+                    timestamp_ns,
                     direction,
-                    src_ip: flow.src_ip()?,
-                    dst_ip: flow.dst_ip()?,
+                    src_ip,
+                    dst_ip,
                     src_port: flow.src_port(),
                     dst_port: flow.dst_port(),
-                    src_domains: DomainList::default(),
-                    dst_domains: DomainList::default(),
+                    src_domains: self.names.lookup(src_ip, timestamp_ns),
+                    dst_domains: self.names.lookup(dst_ip, timestamp_ns),
                     cgroup_id: flow.cgroup_id,
                     host_name: Arc::clone(&self.host_name),
                 }))
             }
-            KernelRecord::DnsResponse(..) => Ok(Assembled::Dns),
+            KernelRecord::DnsResponse(dns, payload) => Ok(Assembled::Dns(self.learn_dns(&dns, payload)?)),
         }
+    }
+
+    fn learn_dns(&mut self, dns: &DnsEvent, payload: &[u8]) -> Result<Vec<DomainObservation>, DecodeError> {
+        let seen_ns = self.utc(dns.header.boot_ns);
+        let mut observations = Vec::new();
+        let (names, stats) = (&mut self.names, &mut self.stats);
+        if dns.is_tcp() {
+            let key = StreamKey { src: dns.src()?, dst: dns.dst()?, egress: dns.egress != 0 };
+            let segment = Segment {
+                seq: dns.tcp_seq,
+                bytes: payload,
+                length: usize::from(dns.payload_len).max(payload.len()),
+            };
+            self.tcp.push(key, segment, |message, complete| {
+                learn(message, complete, seen_ns, names, stats, &mut observations)
+            });
+        } else {
+            learn(payload, !dns.truncated(), seen_ns, names, stats, &mut observations);
+        }
+        Ok(observations)
     }
 }

@@ -13,7 +13,8 @@ pub mod abi;
 pub mod assemble;
 pub mod cgroup;
 pub mod clock;
+pub mod dns;
 pub mod loader;
 
-pub use assemble::{Assembled, FlowAssembler};
+pub use assemble::{Assembled, DnsStats, FlowAssembler};
 pub use loader::{Capture, CaptureConfig, CaptureError, EventReader, Hook, KernelCounters};

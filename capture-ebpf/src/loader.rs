@@ -114,6 +114,8 @@ pub struct KernelCounters {
     pub dns_events: u64,
     /// DNS records lost because the ring buffer was full.
     pub dns_ringbuf_full: u64,
+    /// DNS messages longer than the kernel copies (parsed as far as they go).
+    pub dns_truncated: u64,
 }
 
 impl KernelCounters {
@@ -337,6 +339,7 @@ impl Capture {
             connection_map_errors: read(counter_slot::CONNECTION_MAP_ERROR)?,
             dns_events: read(counter_slot::DNS_EVENTS)?,
             dns_ringbuf_full: read(counter_slot::DNS_RINGBUF_FULL)?,
+            dns_truncated: read(counter_slot::DNS_TRUNCATED)?,
         })
     }
 }

@@ -106,6 +106,19 @@ pub struct FlowBegin {
     pub host_name: Arc<str>,
 }
 
+/// What one DNS answer said about one address: `name` (the question or a
+/// CNAME on the chain from it) resolved to `ip`, from `seen_ns` until
+/// `expires_ns` (UTC nanoseconds). Feeds the `domains` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainObservation {
+    pub ip: IpAddr,
+    pub name: DomainName,
+    /// The question the answer was for.
+    pub question: DomainName,
+    pub seen_ns: i64,
+    pub expires_ns: i64,
+}
+
 /// Formats UTC nanoseconds since the epoch as RFC 3339 with nanoseconds,
 /// e.g. `2026-11-28T07:10:00.123456789Z`.
 pub fn format_timestamp(timestamp_ns: i64) -> String {

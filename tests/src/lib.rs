@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use flowsql_capture::{Assembled, Capture, CaptureConfig, FlowAssembler, KernelCounters};
-use flowsql_event::{Direction, FlowBegin};
+use flowsql_capture::{Assembled, Capture, CaptureConfig, DnsStats, FlowAssembler, KernelCounters};
+use flowsql_event::{Direction, DomainObservation, FlowBegin};
 
 /// Fails the test unless it runs as root: these tests load BPF programs,
 /// create cgroups and network namespaces.
@@ -204,7 +204,8 @@ impl<'a> Place<'a> {
     }
 }
 
-/// A `netpeer serve` process, killed on drop.
+/// A long-running netpeer process (`serve`, `dns-serve`, `udp-sink`) that
+/// printed `ready <port>`; killed on drop.
 #[derive(Debug)]
 pub struct Server {
     child: Child,
@@ -216,10 +217,16 @@ pub struct Server {
 impl Server {
     /// Starts `netpeer serve --listen ADDR <extra>` and waits until it listens.
     pub fn start(netpeer: &str, place: Place<'_>, listen: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", listen];
+        args.extend_from_slice(extra);
+        Server::spawn(netpeer, place, &args)
+    }
+
+    /// Starts `netpeer ARGS` and waits for its `ready <port>` line.
+    pub fn spawn(netpeer: &str, place: Place<'_>, args: &[&str]) -> Server {
         let mut child = place
             .command(netpeer)
-            .args(["serve", "--listen", listen])
-            .args(extra)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -231,7 +238,7 @@ impl Server {
         let port = line
             .strip_prefix("ready ")
             .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("netpeer serve did not start: {line:?}"));
+            .unwrap_or_else(|| panic!("netpeer {args:?} did not start: {line:?}"));
         Server { child, _stdin: stdin, _stdout: stdout, port }
     }
 }
@@ -297,7 +304,7 @@ impl OutsideServer {
 #[derive(Debug)]
 pub struct Recording {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<(Vec<FlowBegin>, KernelCounters, u64)>>,
+    thread: Option<JoinHandle<Recorded>>,
     rows: Arc<Mutex<Vec<FlowBegin>>>,
 }
 
@@ -305,7 +312,10 @@ pub struct Recording {
 #[derive(Debug)]
 pub struct Recorded {
     pub rows: Vec<FlowBegin>,
+    /// What DNS answers taught, in order.
+    pub observations: Vec<DomainObservation>,
     pub counters: KernelCounters,
+    pub dns: DnsStats,
     /// Records that could not be decoded (must be zero).
     pub undecodable: u64,
 }
@@ -328,14 +338,21 @@ impl Recording {
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e}")));
-                        return (Vec::new(), KernelCounters::default(), 0);
+                        return Recorded {
+                            rows: Vec::new(),
+                            observations: Vec::new(),
+                            counters: KernelCounters::default(),
+                            dns: DnsStats::default(),
+                            undecodable: 0,
+                        };
                     }
                 };
                 let mut assembler = FlowAssembler::new("test-host");
                 let mut undecodable = 0u64;
+                let mut observations = Vec::new();
                 let mut handle = |item: &[u8]| match assembler.assemble(item) {
                     Ok(Assembled::Flow(flow)) => shared.lock().expect("rows lock").push(flow),
-                    Ok(Assembled::Dns) => {}
+                    Ok(Assembled::Dns(learned)) => observations.extend(learned),
                     Err(_) => undecodable += 1,
                 };
                 loop {
@@ -348,7 +365,7 @@ impl Recording {
                 drop(capture);
                 reader.drain(&mut handle);
                 let rows = std::mem::take(&mut *shared.lock().expect("rows lock"));
-                (rows, counters, undecodable)
+                Recorded { rows, observations, counters, dns: assembler.dns_stats(), undecodable }
             })
         });
         match ready_rx.recv() {
@@ -373,8 +390,7 @@ impl Recording {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let (rows, counters, undecodable) = self.thread.take()?.join().ok()?;
-        Some(Recorded { rows, counters, undecodable })
+        self.thread.take()?.join().ok()
     }
 }
 
@@ -412,4 +428,83 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 
 pub fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap_or_else(|e| panic!("{text} is not a socket address: {e}"))
+}
+
+/// Debian's dnsmasq answering on 127.0.0.1:53 inside a network namespace
+/// (optionally inside a cgroup), with the records given as dnsmasq options
+/// (`--host-record=...`, `--cname=...`). Killed on drop.
+#[derive(Debug)]
+pub struct Dnsmasq {
+    child: Child,
+}
+
+impl Dnsmasq {
+    pub fn start(place: Place<'_>, records: &[&str]) -> Dnsmasq {
+        let netns = place.netns.expect("dnsmasq runs in a test namespace (port 53 is shared otherwise)");
+        let mut args = vec![
+            "-d",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+            "--group=root",
+            "--pid-file=",
+            "--port=53",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--local-ttl=60",
+        ];
+        args.extend_from_slice(records);
+        // Join the cgroup (when asked) before dnsmasq opens its sockets.
+        let join = match place.cgroup {
+            Some(cgroup) => format!("echo $$ > {}/cgroup.procs && ", cgroup.path().display()),
+            None => String::new(),
+        };
+        let script = format!("{join}exec ip netns exec {} dnsmasq \"$@\"", netns.name());
+        let mut child = Command::new("bash")
+            .args(["-c", &script, "dnsmasq"])
+            .args(&args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run dnsmasq (apt-get install dnsmasq-base): {e}"));
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut log = String::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    log.push_str(&line);
+                    log.push('\n');
+                    if line.contains("started") {
+                        break;
+                    }
+                }
+                _ => panic!("dnsmasq did not start:\n{log}"),
+            }
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Dnsmasq { child }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `netpeer resolve` and returns the addresses it was answered.
+pub fn resolve(netpeer_path: &str, place: Place<'_>, name: &str, extra: &[&str]) -> Vec<std::net::IpAddr> {
+    let mut args = vec!["resolve", "--server", "127.0.0.1:53", "--name", name];
+    args.extend_from_slice(extra);
+    let output =
+        place.command(netpeer_path).args(&args).stderr(Stdio::piped()).output().expect("netpeer runs");
+    assert!(output.status.success(), "resolving {name} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("answer "))
+        .map(|a| a.parse().expect("netpeer prints addresses"))
+        .collect()
 }

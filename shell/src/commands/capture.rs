@@ -56,7 +56,7 @@ impl JsonSink {
                     self.failed = Some(error);
                 }
             }
-            Ok(Assembled::Dns) => {}
+            Ok(Assembled::Dns(_)) => {}
             Err(error) => {
                 self.undecodable += 1;
                 tracing::warn!(%error, "skipped an undecodable kernel record");

@@ -72,6 +72,46 @@ enum Command {
         #[arg(long)]
         addr: std::net::IpAddr,
     },
+    /// Ask a DNS server for a name; print `answer <ip>` for each address.
+    Resolve {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        name: String,
+        /// Ask for AAAA instead of A.
+        #[arg(long)]
+        aaaa: bool,
+        /// Ask over TCP (otherwise UDP, then TCP if the answer is truncated).
+        #[arg(long)]
+        tcp: bool,
+    },
+    /// A small authoritative DNS server (UDP and TCP on one port). Prints
+    /// `ready <port>` and serves until stdin closes.
+    DnsServe {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// `name,A|AAAA|CNAME,value,ttl`; repeatable.
+        #[arg(long)]
+        record: Vec<String>,
+        /// Over TCP, write the length prefix and the message in separate
+        /// segments (a split length, then the message in two halves).
+        #[arg(long)]
+        split_tcp: bool,
+    },
+    /// Bind a UDP socket and drop what arrives; prints `ready <port>`.
+    UdpSink {
+        #[arg(long)]
+        bind: SocketAddr,
+    },
+    /// Send datagrams (hex) from `bind` to `to`.
+    UdpSend {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        hex: Vec<String>,
+    },
 }
 
 fn join_cgroup(path: &std::path::Path) -> Result<(), String> {
@@ -146,11 +186,7 @@ fn serve(
     println!("ready {port}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     // Stop when the test closes our stdin (or kills us).
-    std::thread::spawn(|| {
-        let mut line = String::new();
-        while std::io::stdin().lock().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
-        std::process::exit(0);
-    });
+    exit_when_stdin_closes();
     if no_accept {
         loop {
             std::thread::park();
@@ -227,6 +263,216 @@ fn self_connect(addr: std::net::IpAddr) -> Result<(), String> {
     Ok(())
 }
 
+mod dns {
+    //! The DNS modes: a resolver client and a small authoritative server.
+
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+    use std::time::Duration;
+
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    /// A fully qualified name (questions on the wire always are).
+    fn name(text: &str) -> Result<Name, String> {
+        let fqdn = if text.ends_with('.') { text.to_owned() } else { format!("{text}.") };
+        Name::from_ascii(&fqdn).map_err(|e| format!("bad name {text}: {e}"))
+    }
+
+    pub fn resolve(server: SocketAddr, host: &str, aaaa: bool, tcp: bool) -> Result<(), String> {
+        let record_type = if aaaa { RecordType::AAAA } else { RecordType::A };
+        let mut query = Message::query();
+        query.metadata.id = 0x5151;
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(name(host)?, record_type));
+        let bytes = query.to_vec().map_err(|e| e.to_string())?;
+        let mut answer = if tcp { None } else { Some(over_udp(server, &bytes)?) };
+        if answer.as_ref().is_none_or(|m: &Message| m.metadata.truncation) {
+            answer = Some(over_tcp(server, &bytes)?);
+        }
+        let answer = answer.ok_or("no answer")?;
+        for record in answer.answers.iter() {
+            match &record.data {
+                RData::A(a) => println!("answer {}", a.0),
+                RData::AAAA(a) => println!("answer {}", a.0),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn over_udp(server: SocketAddr, bytes: &[u8]) -> Result<Message, String> {
+        let bind: SocketAddr =
+            if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| "addr")?;
+        let socket = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+        socket.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
+        socket.send_to(bytes, server).map_err(|e| format!("send to {server}: {e}"))?;
+        let mut buf = vec![0u8; 65535];
+        let n = socket.recv(&mut buf).map_err(|e| format!("no UDP answer from {server}: {e}"))?;
+        Message::from_vec(&buf[..n]).map_err(|e| e.to_string())
+    }
+
+    fn over_tcp(server: SocketAddr, bytes: &[u8]) -> Result<Message, String> {
+        let mut stream =
+            TcpStream::connect_timeout(&server, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(bytes);
+        stream.write_all(&framed).map_err(|e| e.to_string())?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).map_err(|e| format!("no TCP answer: {e}"))?;
+        let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut message).map_err(|e| e.to_string())?;
+        Message::from_vec(&message).map_err(|e| e.to_string())
+    }
+
+    pub struct Zone {
+        records: Vec<Record>,
+    }
+
+    impl Zone {
+        pub fn parse(specs: &[String]) -> Result<Zone, String> {
+            let mut records = Vec::new();
+            for spec in specs {
+                let parts: Vec<&str> = spec.split(',').collect();
+                let [owner, kind, value, ttl] = parts[..] else { return Err(format!("bad record {spec}")) };
+                let ttl: u32 = ttl.parse().map_err(|_| format!("bad ttl in {spec}"))?;
+                let data = match kind {
+                    "A" => RData::A(A(value.parse().map_err(|_| format!("bad A in {spec}"))?)),
+                    "AAAA" => RData::AAAA(AAAA(value.parse().map_err(|_| format!("bad AAAA in {spec}"))?)),
+                    "CNAME" => RData::CNAME(CNAME(name(value)?)),
+                    _ => return Err(format!("bad type in {spec}")),
+                };
+                records.push(Record::from_rdata(name(owner)?, ttl, data));
+            }
+            Ok(Zone { records })
+        }
+
+        /// The answer to `request`: the CNAME chain from the question, then
+        /// the records of the asked type at its end.
+        fn answer(&self, request: &[u8]) -> Option<Vec<u8>> {
+            let request = Message::from_vec(request).ok()?;
+            let query = request.queries.first()?.clone();
+            let mut response = Message::response(request.metadata.id, OpCode::Query);
+            response.metadata.message_type = MessageType::Response;
+            response.metadata.authoritative = true;
+            response.add_query(query.clone());
+            let mut current = query.name().to_lowercase();
+            for _ in 0..16 {
+                let cname = self
+                    .records
+                    .iter()
+                    .find(|r| r.name.to_lowercase() == current && r.record_type() == RecordType::CNAME);
+                match cname {
+                    Some(record) => {
+                        response.add_answer(record.clone());
+                        let RData::CNAME(target) = &record.data else { break };
+                        current = target.0.to_lowercase();
+                    }
+                    None => break,
+                }
+            }
+            let mut found = false;
+            for record in &self.records {
+                if record.name.to_lowercase() == current && record.record_type() == query.query_type() {
+                    response.add_answer(record.clone());
+                    found = true;
+                }
+            }
+            if !found && response.answers.is_empty() {
+                response.metadata.response_code = ResponseCode::NXDomain;
+            }
+            response.to_vec().ok()
+        }
+    }
+
+    pub fn serve(listen: SocketAddr, zone: Zone, split_tcp: bool) -> Result<(), String> {
+        let udp = UdpSocket::bind(listen).map_err(|e| format!("bind udp {listen}: {e}"))?;
+        let port = udp.local_addr().map_err(|e| e.to_string())?.port();
+        let tcp =
+            TcpListener::bind(SocketAddr::new(listen.ip(), port)).map_err(|e| format!("bind tcp: {e}"))?;
+        let zone = std::sync::Arc::new(zone);
+        let tcp_zone = std::sync::Arc::clone(&zone);
+        std::thread::spawn(move || {
+            for stream in tcp.incoming().flatten() {
+                let _ = answer_tcp(stream, &tcp_zone, split_tcp);
+            }
+        });
+        println!("ready {port}");
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        super::exit_when_stdin_closes();
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let (n, from) = udp.recv_from(&mut buf).map_err(|e| e.to_string())?;
+            if let Some(answer) = zone.answer(&buf[..n]) {
+                let _ = udp.send_to(&answer, from);
+            }
+        }
+    }
+
+    fn answer_tcp(mut stream: TcpStream, zone: &Zone, split: bool) -> std::io::Result<()> {
+        stream.set_nodelay(true)?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len)?;
+        let mut request = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut request)?;
+        let Some(answer) = zone.answer(&request) else { return Ok(()) };
+        let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&answer);
+        if split {
+            // One byte of the length, then the rest of it with half the
+            // message, then the other half: three segments.
+            let half = 2 + answer.len() / 2;
+            for piece in [&framed[..1], &framed[1..half], &framed[half..]] {
+                stream.write_all(piece)?;
+                stream.flush()?;
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        } else {
+            stream.write_all(&framed)?;
+        }
+        // Let the client close first.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        Ok(())
+    }
+}
+
+/// Exits the process when the test closes our stdin.
+fn exit_when_stdin_closes() {
+    std::thread::spawn(|| {
+        let mut line = String::new();
+        while std::io::stdin().lock().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+        std::process::exit(0);
+    });
+}
+
+fn udp_sink(bind: SocketAddr) -> Result<(), String> {
+    let socket = std::net::UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    let port = socket.local_addr().map_err(|e| e.to_string())?.port();
+    println!("ready {port}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    exit_when_stdin_closes();
+    let mut buf = vec![0u8; 65535];
+    loop {
+        socket.recv(&mut buf).map_err(|e| e.to_string())?;
+    }
+}
+
+fn udp_send(bind: SocketAddr, to: SocketAddr, hex: &[String]) -> Result<(), String> {
+    let socket = std::net::UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    for datagram in hex {
+        let bytes: Result<Vec<u8>, _> = (0..datagram.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(datagram.get(i..i + 2).unwrap_or("x"), 16))
+            .collect();
+        let bytes = bytes.map_err(|_| format!("bad hex {datagram}"))?;
+        socket.send_to(&bytes, to).map_err(|e| format!("send to {to}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = (|| {
@@ -253,6 +499,12 @@ fn main() -> ExitCode {
                 })
             }
             Command::SelfConnect { addr } => self_connect(addr),
+            Command::Resolve { server, name, aaaa, tcp } => dns::resolve(server, &name, aaaa, tcp),
+            Command::DnsServe { listen, record, split_tcp } => {
+                dns::serve(listen, dns::Zone::parse(&record)?, split_tcp)
+            }
+            Command::UdpSink { bind } => udp_sink(bind),
+            Command::UdpSend { bind, to, hex } => udp_send(bind, to, &hex),
         }
     })();
     match result {
