@@ -30,14 +30,15 @@ pub struct NameCacheConfig {
 
 impl Default for NameCacheConfig {
     fn default() -> Self {
-        NameCacheConfig { max_addresses: 65_536, max_names_per_address: 32, max_bytes: 32 << 20 }
+        NameCacheConfig { max_addresses: 65_536, max_names_per_address: 32, max_bytes: 16 << 20 }
     }
 }
 
 /// Bytes accounted per address and per name, beyond the name's text: the
-/// hash map slot, the entry, the list, the `Arc` headers.
-const ADDRESS_OVERHEAD: usize = 160;
-const NAME_OVERHEAD: usize = 64;
+/// hash map slot, the entry, the eviction queue, the lists and `Arc` headers.
+/// Calibrated against resident memory by `benches/dns.rs`.
+const ADDRESS_OVERHEAD: usize = 200;
+const NAME_OVERHEAD: usize = 88;
 
 #[derive(Debug)]
 struct Entry {
