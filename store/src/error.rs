@@ -1,0 +1,88 @@
+//! The store's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use parquet::errors::ParquetError;
+
+/// Everything that can go wrong in the store. Messages are lower case and
+/// name the file or database involved; causes are chained as sources.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to {action} in database {path}")]
+    Sqlite {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("migration {name} failed on database {path}")]
+    Migration {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than the {known} migrations this flowsql knows"
+    )]
+    SchemaTooNew { path: PathBuf, found: i64, known: usize },
+    #[error("failed to write Parquet file {path}")]
+    ParquetWrite {
+        path: PathBuf,
+        #[source]
+        source: ParquetError,
+    },
+    #[error("failed to read Parquet file {path}")]
+    ParquetRead {
+        path: PathBuf,
+        #[source]
+        source: ParquetError,
+    },
+    #[error("Parquet file {path} is not what the manifest says: {reason}")]
+    ParquetMismatch { path: PathBuf, reason: String },
+    #[error("invalid flows batch: {0}")]
+    InvalidBatch(String),
+    #[error("invalid row in table {table} of database {path}: {reason}")]
+    InvalidRow { table: &'static str, path: PathBuf, reason: String },
+    #[error("export of {path} took {written} rows but would have deleted {deleted} from the hot tier")]
+    ExportConflict { path: PathBuf, written: u64, deleted: u64 },
+    #[error("export destination {path} is not empty")]
+    DestinationNotEmpty { path: PathBuf },
+}
+
+impl StoreError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StoreError::Io { action, path: path.into(), source }
+    }
+
+    pub(crate) fn sqlite(action: &'static str, path: impl Into<PathBuf>, source: rusqlite::Error) -> Self {
+        StoreError::Sqlite { action, path: path.into(), source }
+    }
+
+    /// Whether the cause is a full disk (or quota): SQLite's `SQLITE_FULL`,
+    /// or `ENOSPC`/`EDQUOT` from the file system.
+    pub fn is_disk_full(&self) -> bool {
+        fn io_full(e: &io::Error) -> bool {
+            matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+        }
+        match self {
+            StoreError::Io { source, .. } => io_full(source),
+            StoreError::Sqlite { source, .. } | StoreError::Migration { source, .. } => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            StoreError::ParquetWrite { source, .. } => match source {
+                ParquetError::External(inner) => inner.downcast_ref::<io::Error>().is_some_and(io_full),
+                other => other.to_string().contains("No space left"),
+            },
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The hot tier: flows in SQLite (`flowsql.db`, WAL, `synchronous=NORMAL`),
+//! written in batched transactions and read back by time through the
+//! `flows_timestamp` index.
+//!
+//! SQLite columns have the event's names; `timestamp` is INTEGER ns UTC,
+//! domain lists are JSON array text, `cgroupId` is the u64's bits as i64.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arrow::array::AsArray;
+use arrow::datatypes::{TimestampNanosecondType, UInt16Type, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params};
+
+use crate::batch::{FlowColumns, IpText, RowRef, check_flows_batch};
+use crate::json_list;
+use crate::migrations::{self, MIGRATIONS, Migration};
+use crate::schema::flow_column;
+use crate::{StoreError, TimeRange};
+
+/// Mode of a database file flowsql creates: owner read-write, group read.
+pub const DB_FILE_MODE: u32 = 0o640;
+
+/// Rows per multi-row INSERT statement (10 parameters each).
+const ROWS_PER_INSERT: usize = 64;
+
+const FLOW_COLUMNS: &str = "timestamp, connectionDirection, srcIP, dstIP, srcPort, dstPort, srcDomains, dstDomains, hostName, cgroupId";
+
+/// How long a writer waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SQLite database of a data directory.
+#[derive(Debug)]
+pub struct HotStore {
+    conn: Connection,
+    path: PathBuf,
+    /// Scratch for domain lists as JSON.
+    json: String,
+}
+
+impl HotStore {
+    /// Opens (creating it with mode 0640 if needed) the database at `path`
+    /// and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        HotStore::open_with(path, MIGRATIONS)
+    }
+
+    /// [`open`](Self::open) with a given list of migrations (tests of
+    /// upgrades).
+    pub fn open_with(path: &Path, list: &[Migration]) -> Result<Self, StoreError> {
+        if !path.exists() {
+            // SQLite would create it with the umask's mode; give it ours.
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(DB_FILE_MODE)
+                .open(path)
+                .map_err(|e| StoreError::io("create database", path, e))?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn =
+            Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite("open", path, e))?;
+        let setup = |conn: &Connection| -> rusqlite::Result<()> {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(database = %path.display(), mode, "SQLite refused WAL mode");
+            }
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "cache_size", -32_000)?;
+            conn.pragma_update(None, "temp_store", "MEMORY")?;
+            conn.set_prepared_statement_cache_capacity(32);
+            Ok(())
+        };
+        setup(&conn).map_err(|e| StoreError::sqlite("configure (WAL, synchronous=NORMAL)", path, e))?;
+        migrations::apply(&mut conn, list, path)?;
+        Ok(HotStore { conn, path: path.to_owned(), json: String::new() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for reads this API does not cover.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |e| StoreError::sqlite(action, &self.path, e)
+    }
+
+    /// Inserts a flows batch in one transaction; returns the rows inserted.
+    pub fn insert_flows(&mut self, batch: &RecordBatch) -> Result<usize, StoreError> {
+        self.with_write_transaction(|tx, json| insert_flows_in(tx, batch, json))
+    }
+
+    /// Runs `f` in one immediate write transaction, committed if `f`
+    /// succeeds and rolled back otherwise. `f` also gets a scratch string.
+    /// This is where other tables' writes (domains) go.
+    pub fn with_write_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>, &mut String) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let path = &self.path;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::sqlite("start a write transaction", path, e))?;
+        let value = f(&tx, &mut self.json)?;
+        tx.commit().map_err(|e| StoreError::sqlite("commit", path, e))?;
+        Ok(value)
+    }
+
+    /// Calls `f` with the flows of `range`, in time order, in batches of at
+    /// most `batch_rows`, read through the timestamp index.
+    pub fn for_each_flow_batch(
+        &self,
+        range: TimeRange,
+        batch_rows: usize,
+        f: impl FnMut(RecordBatch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        read_flows(&self.conn, &self.path, range, i64::MAX, batch_rows, f)
+    }
+
+    /// The flows of `range` as batches of at most `batch_rows`, in time order.
+    pub fn flows_in_range(
+        &self,
+        range: TimeRange,
+        batch_rows: usize,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        let mut batches = Vec::new();
+        self.for_each_flow_batch(range, batch_rows, |b| {
+            batches.push(b);
+            Ok(())
+        })?;
+        Ok(batches)
+    }
+
+    /// Number of hot flows in `range`.
+    pub fn flow_count(&self, range: TimeRange) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM flows WHERE timestamp >= ?1 AND timestamp < ?2",
+                params![range.start(), range.end()],
+                |r| r.get(0),
+            )
+            .map_err(self.err("count hot flows"))?;
+        Ok(n as u64)
+    }
+
+    /// Oldest and newest hot timestamps.
+    pub fn time_span(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let span: (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row("SELECT min(timestamp), max(timestamp) FROM flows", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err("read the hot time span"))?;
+        Ok(span.0.zip(span.1))
+    }
+
+    /// Copies the WAL into the database file and syncs it: after this,
+    /// every committed row survives a power loss, not only a crash.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(self.err("checkpoint the WAL"))
+    }
+
+    /// A value of the `store_state` table.
+    pub fn state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension as _;
+        self.conn
+            .query_row("SELECT value FROM store_state WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err("read store_state"))
+    }
+
+    pub(crate) fn set_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO store_state (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+            .map(|_| ())
+            .map_err(self.err("write store_state"))
+    }
+}
+
+/// Inserts `batch` (flows schema) with multi-row prepared INSERTs inside the
+/// caller's transaction.
+pub fn insert_flows_in(tx: &Connection, batch: &RecordBatch, json: &mut String) -> Result<usize, StoreError> {
+    check_flows_batch(batch)?;
+    let path = PathBuf::from(tx.path().unwrap_or(""));
+    let err = |e| StoreError::sqlite("insert flows", &path, e);
+    let columns = Columns::of(batch);
+    let rows = batch.num_rows();
+    let full = rows / ROWS_PER_INSERT * ROWS_PER_INSERT;
+    if full > 0 {
+        let mut stmt = tx.prepare_cached(&insert_sql(ROWS_PER_INSERT)).map_err(err)?;
+        for chunk in (0..full).step_by(ROWS_PER_INSERT) {
+            for (k, row) in (chunk..chunk + ROWS_PER_INSERT).enumerate() {
+                columns.bind(&mut stmt, k * 10, row, json).map_err(err)?;
+            }
+            stmt.raw_execute().map_err(err)?;
+        }
+    }
+    if full < rows {
+        let mut stmt = tx.prepare_cached(&insert_sql(1)).map_err(err)?;
+        for row in full..rows {
+            columns.bind(&mut stmt, 0, row, json).map_err(err)?;
+            stmt.raw_execute().map_err(err)?;
+        }
+    }
+    Ok(rows)
+}
+
+fn insert_sql(rows: usize) -> String {
+    let one = "(?,?,?,?,?,?,?,?,?,?)";
+    let mut sql = format!("INSERT INTO flows ({FLOW_COLUMNS}) VALUES {one}");
+    for _ in 1..rows {
+        sql.push(',');
+        sql.push_str(one);
+    }
+    sql
+}
+
+/// The arrays of a flows batch, typed.
+struct Columns<'a> {
+    timestamp: &'a [i64],
+    direction: &'a arrow::array::StringArray,
+    src_ip: &'a arrow::array::StringArray,
+    dst_ip: &'a arrow::array::StringArray,
+    src_port: &'a [u16],
+    dst_port: &'a [u16],
+    src_domains: &'a arrow::array::ListArray,
+    dst_domains: &'a arrow::array::ListArray,
+    host_name: &'a arrow::array::StringArray,
+    cgroup_id: &'a [u64],
+}
+
+impl<'a> Columns<'a> {
+    /// `batch` must have passed [`check_flows_batch`].
+    fn of(batch: &'a RecordBatch) -> Self {
+        Columns {
+            timestamp: batch
+                .column(flow_column::TIMESTAMP)
+                .as_primitive::<TimestampNanosecondType>()
+                .values(),
+            direction: batch.column(flow_column::CONNECTION_DIRECTION).as_string::<i32>(),
+            src_ip: batch.column(flow_column::SRC_IP).as_string::<i32>(),
+            dst_ip: batch.column(flow_column::DST_IP).as_string::<i32>(),
+            src_port: batch.column(flow_column::SRC_PORT).as_primitive::<UInt16Type>().values(),
+            dst_port: batch.column(flow_column::DST_PORT).as_primitive::<UInt16Type>().values(),
+            src_domains: batch.column(flow_column::SRC_DOMAINS).as_list::<i32>(),
+            dst_domains: batch.column(flow_column::DST_DOMAINS).as_list::<i32>(),
+            host_name: batch.column(flow_column::HOST_NAME).as_string::<i32>(),
+            cgroup_id: batch.column(flow_column::CGROUP_ID).as_primitive::<UInt64Type>().values(),
+        }
+    }
+
+    /// Binds row `row` to parameters `base + 1 ..= base + 10`.
+    fn bind(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        base: usize,
+        row: usize,
+        json: &mut String,
+    ) -> rusqlite::Result<()> {
+        stmt.raw_bind_parameter(base + 1, self.timestamp[row])?;
+        stmt.raw_bind_parameter(base + 2, self.direction.value(row))?;
+        stmt.raw_bind_parameter(base + 3, self.src_ip.value(row))?;
+        stmt.raw_bind_parameter(base + 4, self.dst_ip.value(row))?;
+        stmt.raw_bind_parameter(base + 5, self.src_port[row])?;
+        stmt.raw_bind_parameter(base + 6, self.dst_port[row])?;
+        // SQLite copies text when it is bound, so one scratch string serves.
+        list_json(self.src_domains, row, json);
+        stmt.raw_bind_parameter(base + 7, json.as_str())?;
+        list_json(self.dst_domains, row, json);
+        stmt.raw_bind_parameter(base + 8, json.as_str())?;
+        stmt.raw_bind_parameter(base + 9, self.host_name.value(row))?;
+        // The same 64 bits, read as i64: u64 values above i64::MAX round-trip.
+        stmt.raw_bind_parameter(base + 10, self.cgroup_id[row] as i64)?;
+        Ok(())
+    }
+}
+
+fn list_json(list: &arrow::array::ListArray, row: usize, out: &mut String) {
+    out.clear();
+    let offsets = list.value_offsets();
+    let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+    if start == end {
+        out.push_str("[]");
+        return;
+    }
+    let values = list.values().as_string::<i32>();
+    json_list::encode((start..end).map(|i| values.value(i)), out);
+}
+
+/// Reads the flows of `range` with `id <= max_id`, in time order, as batches
+/// of at most `batch_rows`.
+pub(crate) fn read_flows(
+    conn: &Connection,
+    path: &Path,
+    range: TimeRange,
+    max_id: i64,
+    batch_rows: usize,
+    mut f: impl FnMut(RecordBatch) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let err = |e| StoreError::sqlite("read flows", path, e);
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {FLOW_COLUMNS} FROM flows INDEXED BY flows_timestamp
+             WHERE timestamp >= ?1 AND timestamp < ?2 AND id <= ?3 ORDER BY timestamp"
+        ))
+        .map_err(err)?;
+    let batch_rows = batch_rows.max(1);
+    let mut columns = FlowColumns::with_capacity(batch_rows.min(64 * 1024));
+    let mut rows = stmt.query(params![range.start(), range.end(), max_id]).map_err(err)?;
+    let invalid = |reason: String| StoreError::InvalidRow { table: "flows", path: path.to_owned(), reason };
+    while let Some(row) = rows.next().map_err(err)? {
+        let text = |i: usize| -> Result<&str, StoreError> {
+            match row.get_ref(i).map_err(err)? {
+                ValueRef::Text(bytes) => {
+                    std::str::from_utf8(bytes).map_err(|e| invalid(format!("column {i} is not UTF-8: {e}")))
+                }
+                other => Err(invalid(format!("column {i} is {:?}, not text", other.data_type()))),
+            }
+        };
+        let int = |i: usize| -> Result<i64, StoreError> {
+            match row.get_ref(i).map_err(err)? {
+                ValueRef::Integer(v) => Ok(v),
+                other => Err(invalid(format!("column {i} is {:?}, not an integer", other.data_type()))),
+            }
+        };
+        let port = |i: usize| -> Result<u16, StoreError> {
+            let v = int(i)?;
+            u16::try_from(v).map_err(|_| invalid(format!("port {v} out of range")))
+        };
+        let direction = text(1)?;
+        if direction != "outgoing" && direction != "incoming" {
+            return Err(invalid(format!("connectionDirection {direction:?}")));
+        }
+        columns.push_row(RowRef {
+            timestamp_ns: int(0)?,
+            direction,
+            src_ip: IpText::Text(text(2)?),
+            dst_ip: IpText::Text(text(3)?),
+            src_port: port(4)?,
+            dst_port: port(5)?,
+            host_name: text(8)?,
+            cgroup_id: int(9)? as u64,
+        });
+        append_json_list(&mut columns, 6, text(6)?).map_err(invalid)?;
+        append_json_list(&mut columns, 7, text(7)?).map_err(invalid)?;
+        if columns.len() >= batch_rows {
+            f(columns.finish())?;
+        }
+    }
+    if !columns.is_empty() {
+        f(columns.finish())?;
+    }
+    Ok(())
+}
+
+fn append_json_list(columns: &mut FlowColumns, column: usize, text: &str) -> Result<(), String> {
+    let list = if column == 6 { columns.src_domains() } else { columns.dst_domains() };
+    json_list::decode(text.as_bytes(), |name| list.values().append_value(name))
+        .map_err(|e| format!("domain list {}", e.0))?;
+    list.append(true);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{batch_from_flows, flows_from_batch};
+    use crate::synthetic;
+    use crate::test_util::TempDir;
+
+    #[test]
+    fn flows_round_trip_through_sqlite_in_time_order() {
+        let dir = TempDir::new("hot");
+        let mut hot = HotStore::open(&dir.path().join("flowsql.db")).expect("open");
+        let mut flows = synthetic::edge_flows();
+        // Insert out of order, more than one multi-row statement's worth.
+        flows.reverse();
+        let mut many: Vec<_> = (0..150).map(|i| synthetic::indexed_flow(1, i)).collect();
+        many.extend(flows.iter().cloned());
+        assert_eq!(hot.insert_flows(&batch_from_flows(&many)).expect("insert"), many.len());
+        let back: Vec<_> = hot
+            .flows_in_range(TimeRange::ALL, 100)
+            .expect("read")
+            .iter()
+            .flat_map(|b| flows_from_batch(b).expect("valid"))
+            .collect();
+        let mut expected = many.clone();
+        expected.sort_by_key(|f| f.timestamp_ns);
+        let key = |f: &flowsql_event::FlowBegin| (f.timestamp_ns, f.cgroup_id, f.direction);
+        let mut back_sorted = back.clone();
+        back_sorted.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(back_sorted, expected);
+        assert!(back.windows(2).all(|w| w[0].timestamp_ns <= w[1].timestamp_ns), "time order");
+        // A range uses the index and is half-open.
+        let t = synthetic::BASE_NS;
+        let some = hot.flows_in_range(TimeRange::new(Some(t), Some(t + 2)), 10).expect("range");
+        let some: Vec<_> = some.iter().flat_map(|b| flows_from_batch(b).expect("valid")).collect();
+        assert!(some.iter().all(|f| f.timestamp_ns >= t && f.timestamp_ns < t + 2));
+        assert_eq!(some.len(), many.iter().filter(|f| f.timestamp_ns >= t && f.timestamp_ns < t + 2).count());
+        assert_eq!(hot.flow_count(TimeRange::ALL).expect("count"), many.len() as u64);
+    }
+
+    #[test]
+    fn sqlite_columns_are_the_event_columns_with_json_lists() {
+        let dir = TempDir::new("hotcols");
+        let mut hot = HotStore::open(&dir.path().join("flowsql.db")).expect("open");
+        hot.insert_flows(&batch_from_flows(&synthetic::edge_flows())).expect("insert");
+        let conn = hot.connection();
+        let (dst_domains, cgroup, dir_text): (String, i64, String) = conn
+            .query_row(
+                "SELECT dstDomains, cgroupId, connectionDirection FROM flows WHERE srcIP = '2001:db8::7'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("row");
+        assert_eq!(dst_domains, r#"["www.example.org","cdn.example.net","edge.example.net"]"#);
+        assert_eq!(cgroup, -1, "u64::MAX keeps its bits");
+        assert_eq!(dir_text, "incoming");
+        let empty: String = conn
+            .query_row("SELECT srcDomains FROM flows WHERE timestamp = 0", [], |r| r.get(0))
+            .expect("row");
+        assert_eq!(empty, "[]");
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT * FROM flows WHERE timestamp >= 1 AND timestamp < 2",
+                [],
+                |r| r.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("flows_timestamp"), "{plan}");
+        let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("mode");
+        assert_eq!(journal, "wal");
+        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("sync");
+        assert_eq!(sync, 1, "NORMAL");
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_nothing() {
+        let dir = TempDir::new("hotfail");
+        let mut hot = HotStore::open(&dir.path().join("flowsql.db")).expect("open");
+        let batch = batch_from_flows(&synthetic::edge_flows());
+        let result: Result<(), StoreError> = hot.with_write_transaction(|tx, json| {
+            insert_flows_in(tx, &batch, json)?;
+            Err(StoreError::InvalidBatch("stop".into()))
+        });
+        assert!(result.is_err());
+        assert_eq!(hot.flow_count(TimeRange::ALL).expect("count"), 0);
+    }
+}
