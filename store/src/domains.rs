@@ -1,17 +1,9 @@
 //! Domains: one row per (ip, name) the host resolved, with when it was first
 //! and last seen and when its TTL runs out (DESIGN.md section 2).
 //!
-//! The Arrow schema is [`crate::domains_schema`]. The SQLite table comes
-//! with the DNS capture's migration (`migrations/0002_domains.sql`) and is
-//! expected to be:
-//!
-//! ```sql
-//! CREATE TABLE domains (
-//!     ip TEXT NOT NULL, name TEXT NOT NULL, question TEXT NOT NULL,
-//!     firstSeen INTEGER NOT NULL, lastSeen INTEGER NOT NULL, expiresAt INTEGER NOT NULL,
-//!     PRIMARY KEY (ip, name)
-//! );  -- timestamps UTC ns, plus an index on lastSeen for time ranges
-//! ```
+//! The Arrow schema is [`crate::domains_schema`]; the SQLite table comes
+//! from `migrations/0002_domains.sql`: one row per (ip, name) and validity
+//! period, see [`record_observations`] and the migration's comment.
 //!
 //! Writes go through the capture's store writer, in the same transactions
 //! as flows: [`StoreWriter::run_in_write_transaction`](crate::StoreWriter::run_in_write_transaction)
@@ -23,7 +15,8 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayBuilder, ArrayRef, StringBuilder, TimestampNanosecondBuilder};
 use arrow::record_batch::RecordBatch;
-use rusqlite::params;
+use flowsql_event::{DomainObservation, canonical_ip};
+use rusqlite::{Connection, params};
 
 use crate::hot::HotStore;
 use crate::schema::{UTC, domains_schema};
@@ -92,6 +85,38 @@ pub fn domains_in_range(
     Ok(batches)
 }
 
+/// Records what DNS answers taught, inside the caller's write transaction
+/// `tx`: an observation inside a period still valid when it was seen extends
+/// that period (`lastSeen`, and `expiresAt` if later); any other starts a new
+/// period. Returns the number of observations recorded.
+pub fn record_observations(tx: &Connection, observations: &[DomainObservation]) -> Result<usize, StoreError> {
+    let err = |e| StoreError::sqlite("record domains", "flowsql.db", e);
+    let mut extend = tx
+        .prepare_cached(
+            "UPDATE domains SET lastSeen = max(lastSeen, ?3), expiresAt = max(expiresAt, ?4)
+             WHERE ip = ?1 AND name = ?2 AND firstSeen <= ?3 AND expiresAt >= ?3",
+        )
+        .map_err(err)?;
+    let mut start = tx
+        .prepare_cached(
+            "INSERT INTO domains (ip, name, question, firstSeen, lastSeen, expiresAt)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+             ON CONFLICT (ip, name, firstSeen) DO UPDATE SET expiresAt = max(expiresAt, excluded.expiresAt)",
+        )
+        .map_err(err)?;
+    let mut ip_text = String::new();
+    for o in observations {
+        use std::fmt::Write as _;
+        ip_text.clear();
+        let _ = write!(ip_text, "{}", canonical_ip(o.ip));
+        let extended = extend.execute(params![ip_text, &*o.name, o.seen_ns, o.expires_ns]).map_err(err)?;
+        if extended == 0 {
+            start.execute(params![ip_text, &*o.name, &*o.question, o.seen_ns, o.expires_ns]).map_err(err)?;
+        }
+    }
+    Ok(observations.len())
+}
+
 struct DomainColumns {
     ip: StringBuilder,
     name: StringBuilder,
@@ -132,6 +157,57 @@ impl DomainColumns {
 mod tests {
     use super::*;
     use crate::test_util::TempDir;
+
+    fn observation(ip: &str, name: &str, question: &str, seen: i64, expires: i64) -> DomainObservation {
+        DomainObservation {
+            ip: ip.parse().expect("ip"),
+            name: name.into(),
+            question: question.into(),
+            seen_ns: seen,
+            expires_ns: expires,
+        }
+    }
+
+    fn rows(hot: &HotStore) -> Vec<(String, String, String, i64, i64, i64)> {
+        let mut stmt = hot
+            .connection()
+            .prepare("SELECT ip, name, question, firstSeen, lastSeen, expiresAt FROM domains ORDER BY ip, name, firstSeen")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn answers_extend_a_valid_period_and_start_a_new_one_after_it_ran_out() {
+        let dir = TempDir::new("domains-periods");
+        let mut hot = HotStore::open(&dir.path().join("flowsql.db")).expect("open");
+        let learned = [
+            observation("192.0.2.1", "a.test", "a.test", 100, 160),
+            // Within the period: extends it.
+            observation("192.0.2.1", "a.test", "a.test", 150, 210),
+            // A shorter TTL later does not shorten what was promised.
+            observation("192.0.2.1", "a.test", "a.test", 200, 205),
+            // After expiry (210): a new period.
+            observation("192.0.2.1", "a.test", "x.test", 300, 360),
+            // IPv4-mapped IPv6 is stored as IPv4; another name of the address.
+            observation("::ffff:192.0.2.1", "b.test", "a.test", 100, 400),
+            // The same observation twice changes nothing.
+            observation("2001:db8::1", "c.test", "c.test", 10, 20),
+            observation("2001:db8::1", "c.test", "c.test", 10, 20),
+        ];
+        hot.with_write_transaction(|tx, _| record_observations(tx, &learned)).expect("record");
+        assert_eq!(
+            rows(&hot),
+            vec![
+                ("192.0.2.1".into(), "a.test".into(), "a.test".into(), 100, 200, 210),
+                ("192.0.2.1".into(), "a.test".into(), "x.test".into(), 300, 300, 360),
+                ("192.0.2.1".into(), "b.test".into(), "a.test".into(), 100, 100, 400),
+                ("2001:db8::1".into(), "c.test".into(), "c.test".into(), 10, 10, 20),
+            ]
+        );
+    }
 
     #[test]
     fn domains_read_back_as_arrow_once_the_table_exists() {

@@ -21,8 +21,10 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Append here.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { name: "0001_hot_tier", sql: include_str!("../../migrations/0001_hot_tier.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { name: "0001_hot_tier", sql: include_str!("../../migrations/0001_hot_tier.sql") },
+    Migration { name: "0002_domains", sql: include_str!("../../migrations/0002_domains.sql") },
+];
 
 /// The schema version a database has (`PRAGMA user_version`).
 pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
