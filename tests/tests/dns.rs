@@ -405,3 +405,97 @@ fn hostile_answers_never_crash_capture_nor_store_a_malformed_name() {
     }
     assert_clean(&recorded);
 }
+
+#[test]
+fn the_domains_table_gives_each_flow_the_names_valid_at_its_time() {
+    use flowsql_store::HotStore;
+    use flowsql_store::batch::batch_from_flows;
+    use flowsql_store::domains::record_observations;
+
+    let lab = Lab::new();
+    let _dns = Dnsmasq::start(
+        Place::outside().in_netns(&lab.netns),
+        &["--cname=alias.test,web.test,2", "--host-record=web.test,127.0.0.30,2"],
+    );
+    let recording = Recording::start(&lab.cgroup);
+    // Flow A: right after resolving the alias: both names valid.
+    assert_eq!(lab.resolve("alias.test", &[]), [ip("127.0.0.30")]);
+    lab.connect(ip("127.0.0.30"));
+    // Flow B: 3 s later, both expired (TTL 2).
+    std::thread::sleep(Duration::from_secs(3));
+    lab.connect(ip("127.0.0.30"));
+    // Flow C: web.test resolved again: a second period, for web.test only.
+    assert_eq!(lab.resolve("web.test", &[]), [ip("127.0.0.30")]);
+    lab.connect(ip("127.0.0.30"));
+    let recorded = recording.finish();
+    assert_clean(&recorded);
+
+    let mut flows: Vec<_> = recorded.rows.iter().filter(|r| r.dst_ip == ip("127.0.0.30")).cloned().collect();
+    flows.sort_by_key(|r| r.timestamp_ns);
+    assert_eq!(flows.len(), 3);
+
+    let dir = std::env::temp_dir().join(flowsql_tests::unique_name("domdb"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = RemoveDir(dir.clone());
+    let mut hot = HotStore::open(&dir.join("flowsql.db")).expect("open store");
+    hot.insert_flows(&batch_from_flows(&flows)).expect("insert flows");
+    hot.with_write_transaction(|tx, _| record_observations(tx, &recorded.observations))
+        .expect("record domains");
+
+    // The table: one row per name and validity period, times from the answers.
+    let first_answer = recorded.observations[0].seen_ns;
+    let second_answer = recorded.observations.last().expect("observations").seen_ns;
+    assert!(first_answer < flows[0].timestamp_ns && flows[1].timestamp_ns < second_answer);
+    let mut stmt = hot
+        .connection()
+        .prepare("SELECT name, question, firstSeen, lastSeen, expiresAt FROM domains WHERE ip = '127.0.0.30' ORDER BY firstSeen, name")
+        .expect("prepare");
+    let rows: Vec<(String, String, i64, i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let two_s = 2_000_000_000;
+    assert_eq!(
+        rows,
+        vec![
+            ("alias.test".into(), "alias.test".into(), first_answer, first_answer, first_answer + two_s),
+            ("web.test".into(), "alias.test".into(), first_answer, first_answer, first_answer + two_s),
+            ("web.test".into(), "web.test".into(), second_answer, second_answer, second_answer + two_s),
+        ]
+    );
+
+    // The as-of join gives each flow the names valid at its time, the same
+    // names the live capture put on the flow.
+    let mut join = hot
+        .connection()
+        .prepare(
+            "SELECT f.timestamp, coalesce(group_concat(d.name, ',' ORDER BY d.name), '')
+             FROM flows f LEFT JOIN domains d
+               ON d.ip = f.dstIP AND f.timestamp BETWEEN d.firstSeen AND d.expiresAt
+             GROUP BY f.id ORDER BY f.timestamp",
+        )
+        .expect("prepare join");
+    let joined: Vec<(i64, String)> = join
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("join")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let expected = ["alias.test,web.test", "", "web.test"];
+    for ((flow, (timestamp, names_then)), expected) in flows.iter().zip(&joined).zip(expected) {
+        assert_eq!(*timestamp, flow.timestamp_ns);
+        assert_eq!(names_then, expected);
+        let mut live: Vec<&str> = flow.dst_domains.iter().map(|n| n.as_ref()).collect();
+        live.sort_unstable();
+        assert_eq!(live.join(","), expected, "the live names and the as-of join agree");
+    }
+}
+
+/// Removes a directory on drop.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
