@@ -1,1 +1,245 @@
-//! Placeholder.
+//! flowsql's SQL: one DataFusion session over a data directory, with the
+//! tables
+//!
+//! - `flows`: every flow once, from the cold Parquet tier, the hot SQLite tier
+//!   and (in a capturing process) rows not committed yet ([`flows`]);
+//! - `domains`: what DNS answers taught, one row per address, name and
+//!   validity period, for as-of joins ([`store_tables`]);
+//! - `capture_stats`: the capture's counters over time, loss included;
+//!
+//! the address functions of [`functions`], and column names that resolve
+//! case-insensitively ([`identifiers`]).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), flowsql_query::QueryError> {
+//! use flowsql_query::{Session, SessionOptions};
+//! let session = Session::open(SessionOptions::new("/var/lib/flowsql"))?;
+//! let batches = session.sql("SELECT dstDomains, count(*) FROM flows GROUP BY 1").await?;
+//! # Ok(()) }
+//! ```
+
+pub mod flows;
+pub mod functions;
+pub mod identifiers;
+pub mod live;
+pub mod store_tables;
+pub mod time_range;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{CopyToSource, DFParser, Statement};
+use datafusion::sql::sqlparser::parser::ParserError;
+use flowsql_store::{Store, StoreError};
+use futures::TryStreamExt;
+
+use crate::flows::{FlowsTable, StoreReader};
+use crate::identifiers::ColumnNames;
+pub use crate::live::LiveFlows;
+use crate::store_tables::{StoreTable, StoreTableProvider};
+
+/// What to open.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub data_dir: PathBuf,
+    /// The uncommitted rows of this process's own capture, if it captures.
+    pub live: Option<Arc<dyn LiveFlows>>,
+    /// Parallelism of scans and operators; default: the number of cores.
+    pub target_partitions: Option<usize>,
+}
+
+impl SessionOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        SessionOptions { data_dir: data_dir.into(), live: None, target_partitions: None }
+    }
+}
+
+/// A query that could not run, or a store that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("cannot open the flowsql store in {dir}")]
+    Open {
+        dir: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    /// The SQL did not parse: the message says where.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    #[error("{}", describe(.0))]
+    Sql(#[source] DataFusionError),
+}
+
+/// DataFusion's message without its internal wrappers and backtraces.
+fn describe(error: &DataFusionError) -> String {
+    match error {
+        DataFusionError::Context(context, inner) => format!("{context}: {}", describe(inner)),
+        DataFusionError::External(inner) => {
+            let mut text = inner.to_string();
+            let mut source = inner.source();
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+        other => other.strip_backtrace(),
+    }
+}
+
+impl From<DataFusionError> for QueryError {
+    fn from(error: DataFusionError) -> Self {
+        match error {
+            DataFusionError::SQL(parser, _) => match *parser {
+                ParserError::ParserError(message) | ParserError::TokenizerError(message) => {
+                    QueryError::Syntax(message)
+                }
+                ParserError::RecursionLimitExceeded => {
+                    QueryError::Syntax("the statement nests too deeply".to_owned())
+                }
+            },
+            other => QueryError::Sql(other),
+        }
+    }
+}
+
+/// A table of the session, for `.tables`, `.schema` and completion.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: &'static str,
+    pub schema: SchemaRef,
+    pub description: &'static str,
+}
+
+/// A SQL session over one data directory.
+pub struct Session {
+    ctx: SessionContext,
+    columns: ColumnNames,
+    tables: Vec<TableInfo>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("tables", &self.tables).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Opens the data directory for queries. Cheap: no data is read until a
+    /// query runs (cold files are found through the manifest at scan time).
+    pub fn open(options: SessionOptions) -> Result<Session, QueryError> {
+        let dir = options.data_dir.clone();
+        let store = Store::open_without_recovery(&options.data_dir)
+            .map_err(|source| QueryError::Open { dir, source })?;
+        let reader = Arc::new(StoreReader::new(store));
+        let mut config = SessionConfig::new().with_information_schema(true);
+        if let Some(partitions) = options.target_partitions {
+            config = config.with_target_partitions(partitions.max(1));
+        }
+        let ctx = SessionContext::new_with_config(config);
+        for function in functions::all() {
+            ctx.register_udf(function);
+        }
+        let tables = vec![
+            TableInfo {
+                name: "flows",
+                schema: flowsql_store::flows_schema(),
+                description: "every TCP connection begin, one row per monitored endpoint",
+            },
+            TableInfo {
+                name: "domains",
+                schema: flowsql_store::domains_schema(),
+                description: "DNS names of addresses, one row per address, name and validity period",
+            },
+            TableInfo {
+                name: "capture_stats",
+                schema: store_tables::capture_stats_schema(),
+                description: "the capture's counters over time, loss included",
+            },
+        ];
+        ctx.register_table("flows", Arc::new(FlowsTable::new(Arc::clone(&reader), options.live)))?;
+        ctx.register_table(
+            "domains",
+            Arc::new(StoreTableProvider::new(StoreTable::Domains, Arc::clone(&reader))),
+        )?;
+        ctx.register_table(
+            "capture_stats",
+            Arc::new(StoreTableProvider::new(StoreTable::CaptureStats, reader)),
+        )?;
+        let columns =
+            ColumnNames::new(tables.iter().flat_map(|t| t.schema.fields().iter().map(|f| f.name().as_str())));
+        Ok(Session { ctx, columns, tables })
+    }
+
+    /// The tables flowsql provides.
+    pub fn tables(&self) -> &[TableInfo] {
+        &self.tables
+    }
+
+    /// Names of every function the session knows (scalar, aggregate, window).
+    pub fn function_names(&self) -> Vec<String> {
+        let state = self.ctx.state();
+        let mut names: Vec<String> = state
+            .scalar_functions()
+            .keys()
+            .chain(state.aggregate_functions().keys())
+            .chain(state.window_functions().keys())
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The underlying DataFusion context.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Splits `sql` into statements and resolves column names in them.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, QueryError> {
+        let mut statements: Vec<Statement> = DFParser::parse_sql(sql)?.into_iter().collect();
+        for statement in &mut statements {
+            self.resolve_names(statement);
+        }
+        Ok(statements)
+    }
+
+    fn resolve_names(&self, statement: &mut Statement) {
+        match statement {
+            Statement::Statement(inner) => self.columns.rewrite(inner.as_mut()),
+            Statement::Explain(explain) => self.resolve_names(explain.statement.as_mut()),
+            Statement::CopyTo(copy) => {
+                if let CopyToSource::Query(query) = &mut copy.source {
+                    self.columns.rewrite(query.as_mut());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs one statement and streams its result.
+    pub async fn execute(&self, statement: Statement) -> Result<SendableRecordBatchStream, QueryError> {
+        let state = self.ctx.state();
+        let plan = state.statement_to_plan(statement).await?;
+        SQLOptions::new().verify_plan(&plan)?;
+        let frame = self.ctx.execute_logical_plan(plan).await?;
+        Ok(frame.execute_stream().await?)
+    }
+
+    /// Runs every statement of `sql`; returns the last one's result.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        let mut last = Vec::new();
+        for statement in self.parse(sql)? {
+            let stream = self.execute(statement).await?;
+            last = stream.try_collect().await?;
+        }
+        Ok(last)
+    }
+}

@@ -1,0 +1,280 @@
+//! SQL functions for addresses, as analysts of flows need them:
+//!
+//! | function | result |
+//! |---|---|
+//! | `ip_in_cidr(ip, cidr)` | whether `ip` is inside the block, e.g. `ip_in_cidr(dstIP, '10.0.0.0/8')` |
+//! | `ip_version(ip)` | 4 or 6 |
+//! | `ip_is_private(ip)` | RFC 1918 (10/8, 172.16/12, 192.168/16) or IPv6 unique local (fc00::/7) |
+//! | `ip_is_loopback(ip)` | 127.0.0.0/8 or ::1 |
+//!
+//! Addresses are text as flowsql stores them (IPv4-mapped IPv6 counts as
+//! IPv4). A value that is not an address gives NULL; a malformed CIDR block
+//! is an error that names it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt8Array};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use flowsql_event::canonical_ip;
+
+/// Every function of this module, to register on a session.
+pub fn all() -> Vec<ScalarUDF> {
+    vec![
+        ScalarUDF::from(IpInCidr::new()),
+        ScalarUDF::from(IpVersion::new()),
+        ScalarUDF::from(IpPredicate::new("ip_is_private", is_private)),
+        ScalarUDF::from(IpPredicate::new("ip_is_loopback", |ip| ip.is_loopback())),
+    ]
+}
+
+/// An address block: network address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// `a.b.c.d/n`, `x:y::/n`, or a bare address (a block of one).
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+            None => (text.trim(), None),
+        };
+        let network = canonical_ip(address.parse::<IpAddr>().ok()?);
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { network, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, canonical_ip(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match canonical_ip(ip) {
+        IpAddr::V4(v4) => v4.is_private(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xfe00 == 0xfc00,
+    }
+}
+
+/// Maps each string of `array` (any string type) through `f`.
+fn map_strings<T>(array: &ArrayRef, mut f: impl FnMut(Option<&str>) -> Option<T>) -> Result<Vec<Option<T>>> {
+    Ok(match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().iter().map(&mut f).collect(),
+        DataType::LargeUtf8 => array.as_string::<i64>().iter().map(&mut f).collect(),
+        DataType::Utf8View => array.as_string_view().iter().map(&mut f).collect(),
+        other => return exec_err!("expected a string, got {other}"),
+    })
+}
+
+fn parse_ip(text: Option<&str>) -> Option<IpAddr> {
+    text?.parse().ok()
+}
+
+/// The arguments as arrays of `rows` rows (scalars expanded).
+fn arrays(args: &ScalarFunctionArgs) -> Result<Vec<ArrayRef>> {
+    args.args.iter().map(|a| a.to_array(args.number_rows)).collect()
+}
+
+/// A scalar result when every argument was a scalar.
+fn shape(args: &ScalarFunctionArgs, array: ArrayRef) -> Result<ColumnarValue> {
+    if args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?))
+    } else {
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IpInCidr {
+    signature: Signature,
+}
+
+impl IpInCidr {
+    fn new() -> Self {
+        IpInCidr { signature: Signature::string(2, Volatility::Immutable) }
+    }
+}
+
+fn bad_cidr(text: &str) -> DataFusionError {
+    DataFusionError::Execution(format!(
+        "ip_in_cidr: {text:?} is not a CIDR block (expected e.g. '10.0.0.0/8' or '2001:db8::/32')"
+    ))
+}
+
+impl ScalarUDFImpl for IpInCidr {
+    fn name(&self) -> &str {
+        "ip_in_cidr"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = arrays(&args)?;
+        let [ips, blocks] = arrays.as_slice() else {
+            return exec_err!("ip_in_cidr takes an address and a CIDR block");
+        };
+        let result: BooleanArray = match &args.args[1] {
+            // The usual case: one block for the whole column, parsed once.
+            ColumnarValue::Scalar(block) => {
+                let Some(text) = block.try_as_str().flatten() else {
+                    return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(None)));
+                };
+                let cidr = Cidr::parse(text).ok_or_else(|| bad_cidr(text))?;
+                map_strings(ips, |ip| parse_ip(ip).map(|ip| cidr.contains(ip)))?.into_iter().collect()
+            }
+            ColumnarValue::Array(_) => {
+                let cidrs = map_strings(blocks, |b| b.map(|b| (b.to_owned(), Cidr::parse(b))))?;
+                let ips = map_strings(ips, parse_ip)?;
+                let mut out = Vec::with_capacity(ips.len());
+                for (ip, cidr) in ips.into_iter().zip(cidrs) {
+                    out.push(match (ip, cidr) {
+                        (Some(ip), Some((_, Some(cidr)))) => Some(cidr.contains(ip)),
+                        (_, Some((text, None))) => return Err(bad_cidr(&text)),
+                        _ => None,
+                    });
+                }
+                out.into_iter().collect()
+            }
+        };
+        shape(&args, Arc::new(result))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IpVersion {
+    signature: Signature,
+}
+
+impl IpVersion {
+    fn new() -> Self {
+        IpVersion { signature: Signature::string(1, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for IpVersion {
+    fn name(&self) -> &str {
+        "ip_version"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::UInt8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = arrays(&args)?;
+        let versions = map_strings(&arrays[0], |ip| {
+            parse_ip(ip).map(|ip| if canonical_ip(ip).is_ipv4() { 4u8 } else { 6 })
+        })?;
+        shape(&args, Arc::new(versions.into_iter().collect::<UInt8Array>()))
+    }
+}
+
+/// A yes/no question about one address. Two are the same function when
+/// they have the same name.
+#[derive(Debug)]
+struct IpPredicate {
+    name: &'static str,
+    test: fn(IpAddr) -> bool,
+    signature: Signature,
+}
+
+impl PartialEq for IpPredicate {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for IpPredicate {}
+
+impl std::hash::Hash for IpPredicate {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl IpPredicate {
+    fn new(name: &'static str, test: fn(IpAddr) -> bool) -> Self {
+        IpPredicate { name, test, signature: Signature::string(1, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for IpPredicate {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = arrays(&args)?;
+        let test = self.test;
+        let answers = map_strings(&arrays[0], |ip| parse_ip(ip).map(|ip| test(canonical_ip(ip))))?;
+        shape(&args, Arc::new(answers.into_iter().collect::<BooleanArray>()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_membership() {
+        let block = Cidr::parse("10.0.0.0/8").expect("cidr");
+        assert!(block.contains("10.200.3.4".parse().expect("ip")));
+        assert!(!block.contains("11.0.0.1".parse().expect("ip")));
+        assert!(!block.contains("::1".parse().expect("ip")));
+        assert!(block.contains("::ffff:10.1.1.1".parse().expect("ip")));
+        let v6 = Cidr::parse("2001:db8::/32").expect("cidr");
+        assert!(v6.contains("2001:db8:ffff::1".parse().expect("ip")));
+        assert!(!v6.contains("2001:db9::1".parse().expect("ip")));
+        assert!(Cidr::parse("0.0.0.0/0").expect("all").contains("203.0.113.9".parse().expect("ip")));
+        assert!(Cidr::parse("192.0.2.7").expect("host").contains("192.0.2.7".parse().expect("ip")));
+        for bad in ["10.0.0.0/33", "2001:db8::/129", "nope", "10.0.0.0/x", ""] {
+            assert_eq!(Cidr::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn private_and_loopback() {
+        for ip in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "fd00::1", "fc00::1"] {
+            assert!(is_private(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "127.0.0.1"] {
+            assert!(!is_private(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+}

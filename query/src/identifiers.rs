@@ -1,0 +1,115 @@
+//! Column names that resolve the way SQLite and DuckDB users expect.
+//!
+//! The event's columns are spelled in camel case (`dstDomains`). DataFusion
+//! lowercases unquoted identifiers and matches names exactly, so
+//! `SELECT dstDomains FROM flows` would look for `dstdomains` and fail. Before
+//! planning, every identifier that matches a known column name ignoring case
+//! (quoted or not, as in DuckDB) is replaced by the column's exact spelling,
+//! quoted. `select dstdomains`, `SELECT dstDomains` and `SELECT "dstDomains"`
+//! then all name the same column, and results print it as `dstDomains`.
+//!
+//! Output aliases that match a column name are rewritten too, so that an
+//! alias and an `ORDER BY` that refers to it stay the same name.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{Expr, Ident, SelectItem, VisitMut, VisitorMut};
+
+/// Known column names, keyed by their lower-case form.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnNames {
+    by_lowercase: HashMap<String, String>,
+}
+
+impl ColumnNames {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let by_lowercase = names.into_iter().map(|n| (n.to_lowercase(), n.to_owned())).collect();
+        ColumnNames { by_lowercase }
+    }
+
+    fn canonicalize(&self, ident: &mut Ident) {
+        if let Some(exact) = self.by_lowercase.get(&ident.value.to_lowercase()) {
+            ident.value.clone_from(exact);
+            ident.quote_style = Some('"');
+        }
+    }
+
+    /// Rewrites the identifiers of `node` (a statement) in place.
+    pub fn rewrite<T: VisitMut>(&self, node: &mut T) {
+        let _ = node.visit(&mut Rewriter { names: self });
+    }
+}
+
+struct Rewriter<'a> {
+    names: &'a ColumnNames,
+}
+
+impl VisitorMut for Rewriter<'_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Identifier(ident) => self.names.canonicalize(ident),
+            // table.column: only the column part.
+            Expr::CompoundIdentifier(parts) => {
+                if let Some(last) = parts.last_mut() {
+                    self.names.canonicalize(last);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &mut datafusion::sql::sqlparser::ast::Select) -> ControlFlow<()> {
+        for item in &mut select.projection {
+            if let SelectItem::ExprWithAlias { alias, .. } = item {
+                self.names.canonicalize(alias);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn rewritten(sql: &str) -> String {
+        let names = ColumnNames::new(["dstDomains", "srcIP", "timestamp"]);
+        let mut statements = Parser::parse_sql(&GenericDialect {}, sql).expect("parses");
+        names.rewrite(&mut statements);
+        statements.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn any_spelling_becomes_the_quoted_exact_name() {
+        assert_eq!(rewritten("SELECT dstdomains FROM flows"), r#"SELECT "dstDomains" FROM flows"#);
+        assert_eq!(rewritten("SELECT DSTDOMAINS FROM flows"), r#"SELECT "dstDomains" FROM flows"#);
+        assert_eq!(rewritten(r#"SELECT "dstDomains" FROM flows"#), r#"SELECT "dstDomains" FROM flows"#);
+        assert_eq!(
+            rewritten("SELECT f.srcip FROM flows f WHERE f.SRCIP = '10.0.0.1' ORDER BY timestamp"),
+            r#"SELECT f."srcIP" FROM flows f WHERE f."srcIP" = '10.0.0.1' ORDER BY "timestamp""#
+        );
+    }
+
+    #[test]
+    fn other_identifiers_are_left_alone() {
+        assert_eq!(rewritten("SELECT count(*) AS n FROM flows"), "SELECT count(*) AS n FROM flows");
+        assert_eq!(
+            rewritten("SELECT unnest(dstdomains) AS d FROM flows"),
+            r#"SELECT unnest("dstDomains") AS d FROM flows"#
+        );
+    }
+
+    #[test]
+    fn an_alias_named_like_a_column_stays_consistent_with_order_by() {
+        assert_eq!(
+            rewritten("SELECT upper(srcip) AS SRCIP FROM flows ORDER BY srcip"),
+            r#"SELECT upper("srcIP") AS "srcIP" FROM flows ORDER BY "srcIP""#
+        );
+    }
+}
