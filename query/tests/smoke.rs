@@ -29,3 +29,73 @@ async fn counts_each_flow_once_across_tiers() {
     assert_eq!(batches[0].num_rows(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn result_columns_print_as_the_event_spells_them() {
+    let dir = std::env::temp_dir().join(format!("flowsql-query-names-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let mut store = Store::open(&dir).expect("store");
+        let flows: Vec<_> = (0..3).map(|i| synthetic::indexed_flow(1, i)).collect();
+        store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    }
+    let session = Session::open(SessionOptions::new(&dir)).expect("session");
+    for sql in [
+        "SELECT dstDomains, srcip FROM flows",
+        "select dstdomains, SRCIP from flows",
+        r#"SELECT "dstDomains", "srcIP" FROM flows"#,
+    ] {
+        let batches = session.sql(sql).await.expect("query");
+        let names: Vec<_> = batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["dstDomains", "srcIP"], "{sql}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Exports move rows from SQLite to Parquet while queries count them: every
+/// count sees each row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_stay_exact_while_exports_run() {
+    let dir = std::env::temp_dir().join(format!("flowsql-query-race-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    const HOUR: i64 = 3_600_000_000_000;
+    let start = 1_795_737_600_000_000_000i64;
+    // 40 hours of flows, 500 per hour.
+    let flows: Vec<_> = (0..20_000u64)
+        .map(|i| {
+            let mut flow = synthetic::indexed_flow(2, i);
+            flow.timestamp_ns = start + (i as i64 / 500) * HOUR + (i as i64 % 500) * 1_000_000;
+            flow
+        })
+        .collect();
+    Store::open(&dir).expect("store").hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    let exporter_dir = dir.clone();
+    let exporter = std::thread::spawn(move || {
+        let mut store = Store::open(&exporter_dir).expect("store");
+        for hour in 1..=40 {
+            store.export(&ExportOptions::up_to(start + hour * HOUR), &mut |_| {}).expect("export");
+        }
+    });
+    let session = Session::open(SessionOptions::new(&dir)).expect("session");
+    let mut queries = 0;
+    while !exporter.is_finished() || queries < 5 {
+        let batches = session
+            .sql("SELECT count(*) AS n, count(DISTINCT srcPort * 100000 + cgroupId) FROM flows")
+            .await
+            .expect("count");
+        let n = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .expect("i64")
+            .value(0);
+        assert_eq!(n, 20_000, "query {queries} saw {n} rows");
+        queries += 1;
+    }
+    exporter.join().expect("exporter");
+    let cold =
+        Store::open(&dir).expect("store").cold_files(flowsql_store::TimeRange::ALL).expect("files").len();
+    assert!(cold >= 40, "the exports ran ({cold} files)");
+    eprintln!("{queries} exact counts while 40 exports ran");
+    let _ = std::fs::remove_dir_all(&dir);
+}
