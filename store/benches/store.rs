@@ -1,1 +1,153 @@
-fn main() {}
+//! Store benchmarks (release build, not part of the tests):
+//!
+//! ```sh
+//! cargo bench -p flowsql-store --bench store            # 2,000,000 flows
+//! cargo bench -p flowsql-store --bench store -- 500000  # fewer
+//! ```
+//!
+//! On one realistic mix of flows ([`RealisticMix`]: many flows to a few
+//! popular destinations, a long tail, 30% IPv6), measures in one run:
+//! - ingest into the hot tier on one core: `FlowBegin`s through the batcher
+//!   into SQLite in transactions of 16,384 rows (WAL, synchronous=NORMAL);
+//! - export hot -> cold (SQLite -> Parquet, exactly-once protocol included);
+//! - bytes per flow: Parquet, SQLite, and gzip'd NDJSON of the same flows;
+//!
+//! and prints a Markdown table with the ratios to the targets.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use flowsql_store::synthetic::RealisticMix;
+use flowsql_store::{ExportOptions, FlowColumns, Store, TimeRange};
+
+const INGEST_TARGET: f64 = 500_000.0;
+const EXPORT_TARGET: f64 = 2_000_000.0;
+const PARQUET_TARGET: f64 = 12.0;
+const BATCH_ROWS: usize = 16 * 1024;
+
+fn dir_bytes(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let meta = entry.metadata().expect("stat");
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+fn main() {
+    let count: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
+    let root = PathBuf::from(std::env::var("FLOWSQL_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
+        .join(format!("flowsql-store-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+
+    eprintln!("generating {count} flows...");
+    let flows = RealisticMix::new(42, 1000.0).take_flows(count);
+    let span_s = (flows[count - 1].timestamp_ns - flows[0].timestamp_ns) as f64 / 1e9;
+
+    // Ingest: FlowBegin -> Arrow batch -> SQLite, one thread.
+    let mut store = Store::open(&root).expect("open store");
+    let started = Instant::now();
+    let mut columns = FlowColumns::with_capacity(BATCH_ROWS);
+    for flow in &flows {
+        columns.push(flow);
+        if columns.len() == BATCH_ROWS {
+            store.hot_mut().insert_flows(&columns.finish()).expect("insert");
+        }
+    }
+    if !columns.is_empty() {
+        store.hot_mut().insert_flows(&columns.finish()).expect("insert");
+    }
+    let ingest_s = started.elapsed().as_secs_f64();
+    store.hot().checkpoint().expect("checkpoint");
+    store.hot().connection().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").expect("truncate WAL");
+    let sqlite_bytes = dir_bytes(&root);
+
+    // Export: everything hot -> Parquet.
+    let started = Instant::now();
+    let report = store.export(&ExportOptions::up_to(i64::MAX), &mut |_| {}).expect("export");
+    let export_s = started.elapsed().as_secs_f64();
+    assert_eq!(report.rows as usize, count);
+    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), 0);
+    let parquet_bytes = dir_bytes(&root.join("flows"));
+
+    // The same flows as NDJSON, gzip'd (gzip -6, the default).
+    let mut gzip = Command::new("gzip")
+        .arg("-6")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip runs");
+    let mut stdin = gzip.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let mut out = std::io::BufWriter::new(&mut stdin);
+        let mut ndjson_bytes = 0u64;
+        for flow in &flows {
+            let mut line = serde_json::to_vec(flow).expect("json");
+            line.push(b'\n');
+            ndjson_bytes += line.len() as u64;
+            out.write_all(&line).expect("write");
+        }
+        out.flush().expect("flush");
+        drop(out);
+        drop(stdin);
+        ndjson_bytes
+    });
+    let output = gzip.wait_with_output().expect("gzip finishes");
+    let ndjson_bytes = writer.join().expect("writer");
+    let gzip_bytes = output.stdout.len() as u64;
+
+    let n = count as f64;
+    let ingest = n / ingest_s;
+    let export = n / export_s;
+    let parquet = parquet_bytes as f64 / n;
+    println!("flows: {count} (realistic mix, seed 42, {:.0} s of traffic at ~1000 flows/s)", span_s);
+    println!("files: {} Parquet files", report.files.len());
+    println!();
+    println!("| measure | result | target | ratio to target |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ingest into the hot tier (1 core, FlowBegin -> Arrow -> SQLite) | {:.0} flows/s | >= 500,000 flows/s | {:.2}x |",
+        ingest,
+        ingest / INGEST_TARGET
+    );
+    println!(
+        "| export hot -> cold (SQLite -> Parquet, manifest commit) | {:.0} flows/s | >= 2,000,000 flows/s | {:.2}x |",
+        export,
+        export / EXPORT_TARGET
+    );
+    println!(
+        "| Parquet bytes per flow | {:.2} B | <= 12 B | {:.2}x (lower is better) |",
+        parquet,
+        parquet / PARQUET_TARGET
+    );
+    println!(
+        "| SQLite bytes per flow (hot tier, after checkpoint) | {:.2} B | | {:.1}x Parquet |",
+        sqlite_bytes as f64 / n,
+        sqlite_bytes as f64 / parquet_bytes as f64
+    );
+    println!(
+        "| NDJSON bytes per flow | {:.2} B | | {:.1}x Parquet |",
+        ndjson_bytes as f64 / n,
+        ndjson_bytes as f64 / parquet_bytes as f64
+    );
+    println!(
+        "| gzip -6 NDJSON bytes per flow | {:.2} B | | {:.1}x Parquet |",
+        gzip_bytes as f64 / n,
+        gzip_bytes as f64 / parquet_bytes as f64
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -9,8 +9,9 @@
 //! 1. Clean up (below), so that no leftover of an earlier crash remains.
 //! 2. Take `max_id`, the largest hot row id now. Only rows with
 //!    `id <= max_id` and `timestamp < cutoff` are exported; the capture
-//!    keeps inserting meanwhile, with larger ids (AUTOINCREMENT never reuses
-//!    one), so the set of rows an export takes cannot change under it.
+//!    keeps inserting meanwhile, with larger ids (taken from `flow_ids` in
+//!    each write transaction, never reused), so the set of rows an export
+//!    takes cannot change under it.
 //! 3. For each hour that has such rows: write them, in time order, to
 //!    `flows/date=D/hour=H/.part-X.parquet.tmp`, sync it, rename it to
 //!    `part-X.parquet`, sync the directory; then ONE SQLite transaction
@@ -196,7 +197,7 @@ fn export_locked(
     let (max_id, planned): (i64, i64) = {
         let conn = hot.connection();
         let max_id: i64 = conn
-            .query_row("SELECT coalesce(max(id), 0) FROM flows", [], |r| r.get(0))
+            .query_row("SELECT next - 1 FROM flow_ids", [], |r| r.get(0))
             .map_err(hot.err("read the newest hot row id"))?;
         let planned: i64 = conn
             .query_row(
@@ -257,20 +258,16 @@ fn export_hour(
     let relative_dir = format!("{FLOWS}/{}", cold::partition_name(partition_start));
     let name = format!("part-{exported_at}-{seq}.parquet");
     let metadata = vec![KeyValue::new(STORE_ID_KEY.to_owned(), store_id.to_owned())];
-    let mut pending = PendingFile::create_with(&dir.root().join(&relative_dir), &name, metadata)?;
-    hot::read_flows(
-        hot.connection(),
-        hot.path(),
-        TimeRange::new(Some(start), Some(end)),
-        max_id,
-        options.batch_rows,
-        |batch| {
-            pending.write(&batch)?;
-            on_event(ExportEvent::Rows(batch.num_rows() as u64));
+    let pending = PendingFile::create_with(&dir.root().join(&relative_dir), &name, metadata)?;
+    let range = TimeRange::new(Some(start), Some(end));
+    let written = write_pipelined(pending, |send| {
+        hot::read_flows(hot.connection(), hot.path(), range, max_id, options.batch_rows, |batch| {
+            let rows = batch.num_rows() as u64;
+            send(batch)?;
+            on_event(ExportEvent::Rows(rows));
             Ok(())
-        },
-    )?;
-    let written = pending.finish()?;
+        })
+    })?;
     on_event(ExportEvent::Renamed(&written.path));
     if let Some(pause) = options.pause_after_rename {
         std::thread::sleep(pause);
@@ -305,6 +302,41 @@ fn export_hour(
     on_event(ExportEvent::Committed(&file));
     tracing::debug!(file = %file.path.display(), rows = file.rows, bytes = file.bytes, "exported");
     Ok(file)
+}
+
+/// Runs `produce` (reading SQLite on this thread) while another thread
+/// encodes its batches into `pending`: reading and Parquet encoding overlap.
+fn write_pipelined(
+    mut pending: PendingFile,
+    produce: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError>,
+) -> Result<WrittenFile, StoreError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+    std::thread::scope(|scope| {
+        let encoder = scope.spawn(move || -> Result<WrittenFile, StoreError> {
+            for batch in rx {
+                pending.write(&batch)?;
+            }
+            pending.finish()
+        });
+        let produced = produce(&mut |batch| {
+            // A closed channel means the encoder failed: its error wins below.
+            let _ = tx.send(batch);
+            Ok(())
+        });
+        drop(tx);
+        let encoded = encoder
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::InvalidBatch("the Parquet encoder thread panicked".into())));
+        match (produced, encoded) {
+            (Ok(()), encoded) => encoded,
+            // The reader failed after the encoder finished a file: remove it.
+            (Err(e), Ok(written)) => {
+                let _ = std::fs::remove_file(&written.path);
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
+    })
 }
 
 fn cold_file(dir: &DataDir, relative: String, partition_start: i64, written: &WrittenFile) -> ColdFile {

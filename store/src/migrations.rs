@@ -123,8 +123,8 @@ mod tests {
             let mut conn = Connection::open(&path).expect("open");
             apply(&mut conn, &MIGRATIONS[..1], &path).expect("version 1");
             conn.execute(
-                "INSERT INTO flows (timestamp, connectionDirection, srcIP, dstIP, srcPort, dstPort, hostName, cgroupId)
-                 VALUES (1, 'outgoing', '10.0.0.1', '10.0.0.2', 1, 2, 'h', 3)",
+                "INSERT INTO flows (timestamp, id, connectionDirection, srcIP, dstIP, srcPort, dstPort, hostName, cgroupId)
+                 VALUES (1, 1, 'outgoing', '10.0.0.1', '10.0.0.2', 1, 2, 'h', 3)",
                 [],
             )
             .expect("insert");

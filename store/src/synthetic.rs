@@ -159,12 +159,12 @@ pub fn indexed_flow(run: u32, index: u64) -> FlowBegin {
     };
     FlowBegin {
         timestamp_ns: BASE_NS + i * 50_000_000,
-        direction: if index % 5 == 0 { Direction::Incoming } else { Direction::Outgoing },
+        direction: if index.is_multiple_of(5) { Direction::Incoming } else { Direction::Outgoing },
         src_ip,
         dst_ip,
         src_port: (index % 65536) as u16,
         dst_port: (65535 - index % 65536) as u16,
-        src_domains: if index % 7 == 0 { names(&["src.example"]) } else { DomainList::default() },
+        src_domains: if index.is_multiple_of(7) { names(&["src.example"]) } else { DomainList::default() },
         dst_domains,
         cgroup_id: u64::from(run),
         host_name: "crash-host".into(),

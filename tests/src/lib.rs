@@ -508,3 +508,85 @@ pub fn resolve(netpeer_path: &str, place: Place<'_>, name: &str, extra: &[&str])
         .map(|a| a.parse().expect("netpeer prints addresses"))
         .collect()
 }
+
+/// A fresh directory under the system temp dir, removed (with everything in
+/// it) on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("flowsql-{}", unique_name(tag)));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A tmpfs of a fixed size mounted on a fresh directory (a small disk that
+/// fills up, or turns read-only, on demand); unmounted and removed on drop.
+#[derive(Debug)]
+pub struct TmpfsMount {
+    dir: TempDir,
+}
+
+impl TmpfsMount {
+    /// Mounts a tmpfs of `size` (e.g. `8m`).
+    pub fn new(tag: &str, size: &str) -> Self {
+        require_root();
+        let dir = TempDir::new(tag);
+        let mount = TmpfsMount { dir };
+        run("mount", &["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs", mount.path_str()]);
+        mount
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn path_str(&self) -> &str {
+        self.dir.path().to_str().expect("temp paths are UTF-8")
+    }
+
+    /// `mount -o remount,OPTIONS` (e.g. `ro`, `rw`, `size=16m`).
+    pub fn remount(&self, options: &str) {
+        run("mount", &["-o", &format!("remount,{options}"), self.path_str()]);
+    }
+
+    /// Fills the file system with a file `name` until it is full; returns
+    /// the file's path (remove it to free the space).
+    pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join(name);
+        let mut file = std::fs::File::create(&path).expect("create filler");
+        // Large writes, then page-sized ones for the crumbs.
+        for size in [64 * 1024, 4096] {
+            let chunk = vec![0u8; size];
+            while file.write_all(&chunk).is_ok() {}
+        }
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        // Lazy: a process that still has files open there must not keep it mounted.
+        let status = Command::new("umount").args(["-l", self.path_str()]).status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("warning: could not unmount {}", self.dir.path().display());
+        }
+    }
+}

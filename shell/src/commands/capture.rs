@@ -1,18 +1,25 @@
 //! `flowsql capture`: attach the programs and record flows until told to stop.
+//!
+//! Flows go to the store (the data directory) by default, through the store
+//! writer thread; the scheduled export moves closed windows to Parquet and
+//! applies retention. `--json` also prints each flow on stdout.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use flowsql_capture::{Assembled, Capture, CaptureConfig, FlowAssembler, assemble};
+use flowsql_capture::{Assembled, Capture, CaptureConfig, FlowAssembler, KernelCounters, assemble};
+use flowsql_store::{CaptureCounters, ExportSchedule, ScheduledExport, Store, StoreWriter, WriterConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::CaptureArgs;
 
 pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
-    if !args.json {
-        anyhow::bail!("nothing to write the flows to: pass --json to print them");
+    if !args.json && args.no_store {
+        anyhow::bail!("nothing to write the flows to: --no-store needs --json to print them");
     }
     let duration = match args.duration {
         Some(secs) if !(secs.is_finite() && secs >= 0.0) => {
@@ -25,35 +32,109 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
+    let store = if args.no_store {
+        None
+    } else {
+        let dir = super::data_dir::resolve(&args.store)?;
+        let schedule =
+            ExportSchedule { every: args.export_every, retain: args.retain, ..ExportSchedule::default() };
+        Some(StoreOutput::start(dir, schedule)?)
+    };
     let config = CaptureConfig { cgroup: args.cgroup, ring_buffer_bytes: args.ring_buffer_bytes };
-    runtime.block_on(capture_json(config, duration))
+    let out = args.json.then(|| BufWriter::with_capacity(64 * 1024, io::stdout()));
+    runtime.block_on(capture(config, duration, out, store))
 }
 
-/// Writes each flow as one JSON line; a line is written whole or not at all.
-struct JsonSink {
+/// The store side of a capture: the writer thread and the scheduled export.
+struct StoreOutput {
+    writer: StoreWriter,
+    export: ScheduledExport,
+}
+
+impl StoreOutput {
+    fn start(dir: PathBuf, schedule: ExportSchedule) -> anyhow::Result<StoreOutput> {
+        // Create, migrate and recover now, so problems show before capturing.
+        // A directory that cannot be written yet is not fatal: the writer
+        // counts what it cannot store and retries.
+        match Store::open(&dir) {
+            Ok(store) => drop(store),
+            Err(error @ flowsql_store::StoreError::SchemaTooNew { .. }) => return Err(error.into()),
+            Err(error) => tracing::error!(
+                error = %crate::error_chain(&anyhow::Error::from(error)),
+                "the data directory is not usable yet: flows are counted as not stored until it is"
+            ),
+        }
+        tracing::info!(dir = %dir.display(), "storing flows");
+        let writer = StoreWriter::spawn(&dir, WriterConfig::default())
+            .with_context(|| format!("failed to start the store writer for {}", dir.display()))?;
+        let export = ScheduledExport::spawn(&dir, schedule)
+            .with_context(|| format!("failed to start the scheduled export for {}", dir.display()))?;
+        Ok(StoreOutput { writer, export })
+    }
+
+    /// Commits what is queued, records the final counters, stops.
+    fn finish(self, counters: Option<KernelCounters>) {
+        if let Some(counters) = counters {
+            self.writer.set_capture_counters(capture_counters(&counters));
+        }
+        let done = self.writer.finish();
+        self.export.stop();
+        if done.rows_not_stored > 0 {
+            tracing::warn!(rows = done.rows_not_stored, "some flows could not be stored");
+        }
+        tracing::info!(rows = done.rows_stored, "store closed");
+    }
+}
+
+/// The kernel's counters as the store records them.
+fn capture_counters(k: &KernelCounters) -> CaptureCounters {
+    CaptureCounters {
+        events: k.flow_events,
+        lost: k.lost(),
+        counters: BTreeMap::from([
+            ("flowEvents".to_owned(), k.flow_events),
+            ("flowRingbufFull".to_owned(), k.flow_ringbuf_full),
+            ("synackDuplicates".to_owned(), k.synack_duplicates),
+            ("headerUnreadable".to_owned(), k.header_unreadable),
+            ("ipv6ExtTooDeep".to_owned(), k.ipv6_ext_too_deep),
+            ("connectionMapErrors".to_owned(), k.connection_map_errors),
+            ("dnsEvents".to_owned(), k.dns_events),
+            ("dnsRingbufFull".to_owned(), k.dns_ringbuf_full),
+        ]),
+    }
+}
+
+/// Prints each flow as one JSON line (a line is written whole or not at
+/// all) and/or hands it to the store writer.
+struct FlowSink {
     assembler: FlowAssembler,
-    out: BufWriter<io::Stdout>,
+    out: Option<BufWriter<io::Stdout>>,
+    writer: Option<StoreWriter>,
     failed: Option<io::Error>,
     undecodable: u64,
 }
 
-impl JsonSink {
+impl FlowSink {
     fn handle(&mut self, item: &[u8]) {
         if self.failed.is_some() {
             return;
         }
         match self.assembler.assemble(item) {
             Ok(Assembled::Flow(flow)) => {
-                let mut line = match serde_json::to_vec(&flow) {
-                    Ok(line) => line,
-                    Err(error) => {
-                        tracing::warn!(%error, "flow not printable as JSON");
-                        return;
+                if let Some(out) = &mut self.out {
+                    match serde_json::to_vec(&flow) {
+                        Ok(mut line) => {
+                            line.push(b'\n');
+                            if let Err(error) = out.write_all(&line) {
+                                self.failed = Some(error);
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "flow not printable as JSON"),
                     }
-                };
-                line.push(b'\n');
-                if let Err(error) = self.out.write_all(&line) {
-                    self.failed = Some(error);
+                }
+                if let Some(writer) = &self.writer {
+                    // A full queue is counted as loss by the writer.
+                    writer.send(flow);
                 }
             }
             Ok(Assembled::Dns(_)) => {}
@@ -66,23 +147,36 @@ impl JsonSink {
 
     fn flush(&mut self) {
         if self.failed.is_none()
-            && let Err(error) = self.out.flush()
+            && let Some(out) = &mut self.out
+            && let Err(error) = out.flush()
         {
             self.failed = Some(error);
         }
     }
 }
 
-async fn capture_json(config: CaptureConfig, duration: Option<Duration>) -> anyhow::Result<ExitCode> {
+async fn capture(
+    config: CaptureConfig,
+    duration: Option<Duration>,
+    out: Option<BufWriter<io::Stdout>>,
+    store: Option<StoreOutput>,
+) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
     let (capture, mut reader) = Capture::attach(&config)?;
-    let mut sink = JsonSink {
+    let (writer, store) = match store {
+        Some(StoreOutput { writer, export }) => (Some(writer), Some(export)),
+        None => (None, None),
+    };
+    let mut sink = FlowSink {
         assembler: FlowAssembler::new(assemble::host_name()),
-        out: BufWriter::with_capacity(64 * 1024, io::stdout()),
+        out,
+        writer,
         failed: None,
         undecodable: 0,
     };
+    // The kernel's counters go to the store every second.
+    let mut counters_tick = tokio::time::interval(Duration::from_secs(1));
     let deadline = async {
         match duration {
             Some(duration) => tokio::time::sleep(duration).await,
@@ -99,6 +193,14 @@ async fn capture_json(config: CaptureConfig, duration: Option<Duration>) -> anyh
                     break;
                 }
             }
+            _ = counters_tick.tick() => {
+                if let Some(writer) = &sink.writer {
+                    match capture.counters() {
+                        Ok(counters) => writer.set_capture_counters(capture_counters(&counters)),
+                        Err(error) => tracing::debug!(%error, "kernel counters unreadable"),
+                    }
+                }
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = &mut deadline => break,
@@ -109,6 +211,9 @@ async fn capture_json(config: CaptureConfig, duration: Option<Duration>) -> anyh
     drop(capture);
     reader.drain(|item| sink.handle(item));
     sink.flush();
+    if let (Some(writer), Some(export)) = (sink.writer.take(), store) {
+        StoreOutput { writer, export }.finish(Some(counters));
+    }
     if counters.lost() > 0 {
         tracing::warn!(lost = counters.lost(), "the ring buffer was full: flows were lost");
     }
