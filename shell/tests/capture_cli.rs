@@ -43,9 +43,12 @@ fn wait_attached(stderr: &mut BufReader<std::process::ChildStderr>) {
 #[test]
 fn capture_json_prints_one_complete_object_per_flow_and_stops_on_sigint() {
     let cgroup = TestCgroup::new("cli");
+    let data = flowsql_tests::TempDir::new("clidata");
     let (_listener, port) = listener();
     let mut child = Command::new(FLOWSQL)
-        .args(["capture", "--json", "--log-level", "info", "--cgroup"])
+        .args(["capture", "--json", "--log-level", "info", "--data-dir"])
+        .arg(data.path())
+        .arg("--cgroup")
         .arg(cgroup.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -95,6 +98,19 @@ fn capture_json_prints_one_complete_object_per_flow_and_stops_on_sigint() {
         assert!(ts.ends_with('Z'), "UTC: {ts}");
         chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339");
     }
+    // By default the flows are also stored: the same three rows.
+    let store = flowsql_store::Store::open(data.path()).expect("the data directory exists");
+    let mut stored: Vec<u16> = store
+        .flows(flowsql_store::TimeRange::ALL)
+        .expect("read")
+        .iter()
+        .flat_map(|b| flowsql_store::flows_from_batch(b).expect("valid"))
+        .map(|f| f.src_port)
+        .collect();
+    let mut printed: Vec<u16> = rows.iter().map(|r| r["srcPort"].as_u64().expect("port") as u16).collect();
+    stored.sort_unstable();
+    printed.sort_unstable();
+    assert_eq!(stored, printed);
 }
 
 #[test]
@@ -102,7 +118,7 @@ fn capture_json_stops_after_its_duration() {
     let cgroup = TestCgroup::new("dur");
     let started = std::time::Instant::now();
     let output = Command::new(FLOWSQL)
-        .args(["capture", "--json", "--duration", "1", "--cgroup"])
+        .args(["capture", "--json", "--no-store", "--duration", "1", "--cgroup"])
         .arg(cgroup.path())
         .output()
         .expect("flowsql runs");
@@ -131,7 +147,7 @@ fn without_privileges_capture_says_what_is_missing() {
     fails_with(
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", FLOWSQL])
-            .args(["capture", "--json", "--duration", "1"]),
+            .args(["capture", "--json", "--no-store", "--duration", "1"]),
         "needs root, or the capabilities CAP_BPF and CAP_NET_ADMIN; this process lacks CAP_BPF and CAP_NET_ADMIN",
     );
     // Root without CAP_BPF/CAP_SYS_ADMIN.
@@ -139,6 +155,7 @@ fn without_privileges_capture_says_what_is_missing() {
         Command::new("setpriv").args(["--inh-caps=-all", "--bounding-set=-bpf,-sys_admin", FLOWSQL]).args([
             "capture",
             "--json",
+            "--no-store",
             "--duration",
             "1",
         ]),
@@ -150,21 +167,37 @@ fn without_privileges_capture_says_what_is_missing() {
 fn a_directory_that_is_not_a_cgroup_is_refused() {
     flowsql_tests::require_root();
     fails_with(
-        Command::new(FLOWSQL).args(["capture", "--json", "--cgroup", "/tmp"]),
+        Command::new(FLOWSQL).args(["capture", "--json", "--no-store", "--cgroup", "/tmp"]),
         "/tmp is not a cgroup v2 directory",
     );
     fails_with(
-        Command::new(FLOWSQL).args(["capture", "--json", "--cgroup", "/sys/fs/cgroup/flowsql-no-such-group"]),
+        Command::new(FLOWSQL).args([
+            "capture",
+            "--json",
+            "--no-store",
+            "--cgroup",
+            "/sys/fs/cgroup/flowsql-no-such-group",
+        ]),
         "does not exist",
     );
 }
 
 #[test]
 fn bad_options_are_refused() {
-    fails_with(Command::new(FLOWSQL).args(["capture", "--json", "--duration=-1"]), "--duration");
     fails_with(
-        Command::new(FLOWSQL).args(["capture", "--json", "--ring-buffer-bytes", "5000"]),
+        Command::new(FLOWSQL).args(["capture", "--json", "--no-store", "--duration=-1"]),
+        "--duration",
+    );
+    fails_with(
+        Command::new(FLOWSQL).args(["capture", "--json", "--no-store", "--ring-buffer-bytes", "5000"]),
         "ring buffer size",
     );
-    fails_with(Command::new(FLOWSQL).args(["capture"]), "--json");
+    fails_with(Command::new(FLOWSQL).args(["capture", "--no-store"]), "--json");
+    // clap's own errors (several lines) name the option.
+    let output = Command::new(FLOWSQL)
+        .args(["capture", "--json", "--export-every", "soon"])
+        .output()
+        .expect("flowsql runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("'--export-every <DURATION>'"));
 }

@@ -38,7 +38,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         let dir = super::data_dir::resolve(&args.store)?;
         let schedule =
             ExportSchedule { every: args.export_every, retain: args.retain, ..ExportSchedule::default() };
-        Some(StoreOutput::start(dir, schedule)?)
+        Some((dir, schedule))
     };
     let config = CaptureConfig { cgroup: args.cgroup, ring_buffer_bytes: args.ring_buffer_bytes };
     let out = args.json.then(|| BufWriter::with_capacity(64 * 1024, io::stdout()));
@@ -159,13 +159,17 @@ async fn capture(
     config: CaptureConfig,
     duration: Option<Duration>,
     out: Option<BufWriter<io::Stdout>>,
-    store: Option<StoreOutput>,
+    store: Option<(PathBuf, ExportSchedule)>,
 ) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+    // Attach first: without the privileges to capture, touch no data directory.
     let (capture, mut reader) = Capture::attach(&config)?;
     let (writer, store) = match store {
-        Some(StoreOutput { writer, export }) => (Some(writer), Some(export)),
+        Some((dir, schedule)) => {
+            let StoreOutput { writer, export } = StoreOutput::start(dir, schedule)?;
+            (Some(writer), Some(export))
+        }
         None => (None, None),
     };
     let mut sink = FlowSink {
