@@ -53,17 +53,30 @@ pub(crate) fn decode(text: &[u8], mut each: impl FnMut(&str)) -> Result<(), NotA
 }
 
 /// `["a","b"]` without escapes or spaces; `None` if the text is anything else
-/// (then nothing has been passed to `each`, because it checks first).
+/// (then nothing has been passed to `each`: the whole text is checked first).
 fn fast_decode(text: &[u8], each: &mut impl FnMut(&str)) -> Option<()> {
     let inner = text.strip_prefix(b"[\"")?.strip_suffix(b"\"]")?;
     let inner = std::str::from_utf8(inner).ok()?;
-    // Quotes inside would be escaped, so the only quotes are separators.
-    if inner.split("\",\"").any(|name| name.contains('"')) {
-        return None;
+    // Without escapes, every quote inside is one of the `","` separators.
+    let bytes = inner.as_bytes();
+    let mut i = 0;
+    while let Some(q) = bytes[i..].iter().position(|&b| b == b'"') {
+        let at = i + q;
+        if bytes.get(at.wrapping_sub(1)) != Some(&b'"')
+            && bytes.get(at + 1) == Some(&b',')
+            && bytes.get(at + 2) == Some(&b'"')
+        {
+            i = at + 3;
+        } else {
+            return None;
+        }
     }
-    for name in inner.split("\",\"") {
-        each(name);
+    let mut start = 0;
+    while let Some(q) = bytes[start..].iter().position(|&b| b == b'"') {
+        each(&inner[start..start + q]);
+        start += q + 3;
     }
+    each(&inner[start..]);
     Some(())
 }
 

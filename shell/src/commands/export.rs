@@ -41,10 +41,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
 
 fn print_report(report: &ExportReport, copy: bool, secs: f64) {
     let verb = if copy { "copied" } else { "exported" };
+    let files = report.files.len();
     println!(
-        "{verb} {} rows into {} files ({}) in {secs:.1} s",
+        "{verb} {} {} into {files} {} ({}) in {secs:.1} s",
         grouped(report.rows),
-        report.files.len(),
+        if report.rows == 1 { "row" } else { "rows" },
+        if files == 1 { "file" } else { "files" },
         human_bytes(report.bytes)
     );
     for file in &report.files {

@@ -34,21 +34,30 @@ fn span(span: Option<(i64, i64)>) -> String {
     }
 }
 
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", grouped(n), if n == 1 { one } else { many })
+}
+
 fn to_text(s: &StoreStatus) -> String {
     let mut out = String::new();
-    let mut line = |label: &str, value: String| out.push_str(&format!("{label:<14}{value}\n"));
+    let mut line = |label: &str, value: String| out.push_str(&format!("{label:<16}{value}\n"));
     line("data dir", s.data_dir.display().to_string());
     line(
         "hot (SQLite)",
-        format!("{} rows, {}, {}", grouped(s.hot_rows), human_bytes(s.database_bytes), span(s.hot_span)),
+        format!(
+            "{}, {}, {}",
+            plural(s.hot_rows, "row", "rows"),
+            human_bytes(s.database_bytes),
+            span(s.hot_span)
+        ),
     );
     line(
         "cold (Parquet)",
         format!(
-            "{} rows in {} files, {} partitions, {}, {}",
-            grouped(s.cold_rows),
-            grouped(s.cold_files),
-            grouped(s.cold_partitions),
+            "{} in {} ({}), {}, {}",
+            plural(s.cold_rows, "row", "rows"),
+            plural(s.cold_files, "file", "files"),
+            plural(s.cold_partitions, "partition", "partitions"),
             human_bytes(s.cold_bytes),
             span(s.cold_span)
         ),
@@ -57,8 +66,9 @@ fn to_text(s: &StoreStatus) -> String {
         line(
             "set aside",
             format!(
-                "{} corrupt files in quarantine/, {} missing files",
-                s.quarantined_files, s.missing_files
+                "{} in quarantine/ (corrupt), {} missing",
+                plural(s.quarantined_files, "file", "files"),
+                plural(s.missing_files, "file", "files")
             ),
         );
     }
@@ -69,47 +79,40 @@ fn to_text(s: &StoreStatus) -> String {
             Some(e) => match &e.error {
                 Some(error) => format!("{} failed: {error}", format_timestamp(e.at_ns)),
                 None => format!(
-                    "{}, {} rows in {} files",
+                    "{}, {} in {}",
                     format_timestamp(e.at_ns),
-                    grouped(e.rows),
-                    grouped(e.files)
+                    plural(e.rows, "row", "rows"),
+                    plural(e.files, "file", "files")
                 ),
             },
         },
     );
-    let counters = |c: &SessionCounters| {
-        format!(
-            "{} events, {} lost in the kernel, {} rows stored, {} rows not stored",
-            grouped(c.events),
-            grouped(c.lost),
-            grouped(c.rows_stored),
-            grouped(c.rows_not_stored)
-        )
-    };
     match &s.capture.latest {
         None => line("capture", "never ran here".into()),
         Some(latest) => {
+            let total = &s.capture.total;
             line(
                 "capture",
                 format!(
-                    "last session {} (updated {}): {}",
+                    "{}, the last from {} to {}",
+                    plural(s.capture.sessions, "session", "sessions"),
                     format_timestamp(latest.session_ns),
-                    format_timestamp(latest.time_ns),
-                    counters(latest)
+                    format_timestamp(latest.time_ns)
                 ),
             );
-            line("", format!("all {} sessions: {}", s.capture.sessions, counters(&s.capture.total)));
-            if s.capture.total.loss() > 0 {
-                line(
-                    "loss",
-                    format!(
-                        "{} flows lost ({} in the kernel, {} not stored)",
-                        grouped(s.capture.total.loss()),
-                        grouped(s.capture.total.lost),
-                        grouped(s.capture.total.rows_not_stored)
-                    ),
-                );
-            }
+            line(
+                "  events",
+                format!("{} ({} lost in the kernel)", grouped(total.events), grouped(total.lost)),
+            );
+            line(
+                "  stored",
+                format!(
+                    "{} ({} could not be stored)",
+                    plural(total.rows_stored, "row", "rows"),
+                    grouped(total.rows_not_stored)
+                ),
+            );
+            line("  loss", plural(total.loss(), "flow", "flows"));
         }
     }
     out
