@@ -19,6 +19,8 @@
 //!    rows (checking the count). Until that commit the rows are hot and the
 //!    file is not in the manifest; after it, the file is listed and the rows
 //!    are gone. A crash at any instant leaves each row in exactly one tier.
+//!    (For speed the transaction runs its DELETE on a second connection
+//!    while the rows are read and encoded, and commits after the rename.)
 //!
 //! # Cleanup and recovery
 //!
@@ -41,7 +43,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use arrow::array::AsArray;
@@ -50,7 +52,7 @@ use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
-use rusqlite::params;
+use rusqlite::{TransactionBehavior, params};
 
 use crate::cold::{self, ColdFile, HOUR_NS, PendingFile, WrittenFile};
 use crate::hot::{self, HotStore};
@@ -71,6 +73,10 @@ pub struct ExportOptions {
     pub cutoff_ns: i64,
     /// Rows read from SQLite per batch.
     pub batch_rows: usize,
+    /// Rows per file at most (an hour with more is split by time): bounds
+    /// the export's memory and how long its transaction holds SQLite's write
+    /// lock (about a second per million rows).
+    pub max_file_rows: u64,
     /// Test hook: sleep this long after a file is renamed into place and
     /// before the manifest commit, so a crash harness can kill the process
     /// in that window.
@@ -81,7 +87,7 @@ pub struct ExportOptions {
 impl ExportOptions {
     /// Export every hot row older than `cutoff_ns`.
     pub fn up_to(cutoff_ns: i64) -> Self {
-        ExportOptions { cutoff_ns, batch_rows: 64 * 1024, pause_after_rename: None }
+        ExportOptions { cutoff_ns, batch_rows: 64 * 1024, max_file_rows: 2_000_000, pause_after_rename: None }
     }
 }
 
@@ -230,7 +236,25 @@ fn export_locked(
         };
         let Some(first) = first else { break };
         let start = cold::hour_start(first);
-        let end = start.saturating_add(HOUR_NS).min(cutoff);
+        let mut end = start.saturating_add(HOUR_NS).min(cutoff);
+        // At most max_file_rows rows per file (and per transaction).
+        let split: Option<i64> = {
+            use rusqlite::OptionalExtension as _;
+            hot.connection()
+                .query_row(
+                    "SELECT timestamp FROM flows WHERE timestamp >= ?1 AND timestamp < ?2 AND id <= ?3
+                     ORDER BY timestamp, id LIMIT 1 OFFSET ?4",
+                    params![first, end, max_id, options.max_file_rows.max(1) as i64],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(hot.err("split a large hour"))?
+        };
+        if let Some(split) = split
+            && split > first
+        {
+            end = split;
+        }
         let file =
             export_hour(dir, hot, store_id, (start, end), max_id, exported_at, seq, options, on_event)?;
         report.rows += file.rows;
@@ -260,48 +284,89 @@ fn export_hour(
     let metadata = vec![KeyValue::new(STORE_ID_KEY.to_owned(), store_id.to_owned())];
     let pending = PendingFile::create_with(&dir.root().join(&relative_dir), &name, metadata)?;
     let range = TimeRange::new(Some(start), Some(end));
-    let written = write_pipelined(pending, |send| {
-        hot::read_flows(hot.connection(), hot.path(), range, max_id, options.batch_rows, |batch| {
-            let rows = batch.num_rows() as u64;
-            send(batch)?;
-            on_event(ExportEvent::Rows(rows));
-            Ok(())
-        })
-    })?;
-    on_event(ExportEvent::Renamed(&written.path));
-    if let Some(pause) = options.pause_after_rename {
-        std::thread::sleep(pause);
-    }
-    let file = cold_file(dir, format!("{relative_dir}/{name}"), partition_start, &written);
-    let committed = hot.with_write_transaction(|tx, _| {
-        let err = |e| StoreError::sqlite("commit an export", tx.path().unwrap_or(""), e);
-        insert_manifest(tx, &file, exported_at).map_err(err)?;
-        let deleted = tx
-            .execute(
-                "DELETE FROM flows WHERE timestamp >= ?1 AND timestamp < ?2 AND id <= ?3",
-                params![start, end, max_id],
-            )
-            .map_err(err)? as u64;
-        if deleted != written.rows {
-            // Rolled back by the error: nothing changes in SQLite.
-            return Err(StoreError::ExportConflict {
-                path: written.path.clone(),
-                written: written.rows,
-                deleted,
-            });
+    let db_path = hot.path().to_owned();
+    let committed = std::thread::scope(|scope| -> Result<ColdFile, StoreError> {
+        // A second connection deletes the rows in a write transaction while
+        // this one reads them (WAL: the reader is not blocked, and the rows
+        // with id <= max_id in the range cannot change meanwhile) and a
+        // third thread encodes them. The transaction commits, with the
+        // manifest row, only once the file is in place; any failure rolls
+        // it back.
+        let (deleted_tx, deleted_rx) = mpsc::channel::<Result<u64, StoreError>>();
+        let (commit_tx, commit_rx) = mpsc::channel::<ColdFile>();
+        let deleter = scope.spawn(move || -> Result<(), StoreError> {
+            let mut conn = hot::open_connection(&db_path)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| StoreError::sqlite("start an export transaction", &db_path, e))?;
+            let deleted = tx
+                .execute(
+                    "DELETE FROM flows WHERE timestamp >= ?1 AND timestamp < ?2 AND id <= ?3",
+                    params![start, end, max_id],
+                )
+                .map(|n| n as u64)
+                .map_err(|e| StoreError::sqlite("delete exported rows", &db_path, e));
+            let failed = deleted.is_err();
+            let _ = deleted_tx.send(deleted);
+            if failed {
+                return Ok(());
+            }
+            // No file (an error elsewhere): the transaction rolls back on drop.
+            let Ok(file) = commit_rx.recv() else { return Ok(()) };
+            insert_manifest(&tx, &file, exported_at)
+                .map_err(|e| StoreError::sqlite("record an export in the manifest", &db_path, e))?;
+            tx.commit().map_err(|e| StoreError::sqlite("commit an export", &db_path, e))
+        });
+        let written = write_pipelined(pending, |send| {
+            hot::read_flows(hot.connection(), hot.path(), range, max_id, options.batch_rows, |batch| {
+                let rows = batch.num_rows() as u64;
+                send(batch)?;
+                on_event(ExportEvent::Rows(rows));
+                Ok(())
+            })
+        })?;
+        let deleted = deleted_rx
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::InvalidBatch("the export's delete thread stopped".into())));
+        let file = cold_file(dir, format!("{relative_dir}/{name}"), partition_start, &written);
+        let checked = match deleted {
+            Ok(deleted) if deleted == written.rows => Ok(()),
+            Ok(deleted) => {
+                Err(StoreError::ExportConflict { path: written.path.clone(), written: written.rows, deleted })
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            drop(commit_tx);
+            let _ = deleter.join();
+            remove_uncommitted(&written.path);
+            return Err(e);
         }
-        Ok(())
+        on_event(ExportEvent::Renamed(&written.path));
+        if let Some(pause) = options.pause_after_rename {
+            std::thread::sleep(pause);
+        }
+        let _ = commit_tx.send(file.clone());
+        let result = deleter
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::InvalidBatch("the export's delete thread panicked".into())));
+        if let Err(e) = result {
+            remove_uncommitted(&written.path);
+            return Err(e);
+        }
+        Ok(file)
     });
-    if let Err(e) = committed {
-        // Not in the manifest: remove it now (or recovery will).
-        if let Err(rm) = std::fs::remove_file(&written.path) {
-            tracing::warn!(file = %written.path.display(), error = %rm, "failed to remove an uncommitted export file");
-        }
-        return Err(e);
-    }
+    let file = committed?;
     on_event(ExportEvent::Committed(&file));
     tracing::debug!(file = %file.path.display(), rows = file.rows, bytes = file.bytes, "exported");
     Ok(file)
+}
+
+/// Removes a renamed file whose manifest commit failed (or recovery will).
+fn remove_uncommitted(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(file = %path.display(), error = %e, "failed to remove an uncommitted export file");
+    }
 }
 
 /// Runs `produce` (reading SQLite on this thread) while another thread

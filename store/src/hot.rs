@@ -205,6 +205,17 @@ impl HotStore {
     }
 }
 
+/// Another connection to an existing, migrated database (WAL, same busy
+/// timeout), for work on another thread.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite("open", path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| StoreError::sqlite("configure", path, e))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| StoreError::sqlite("configure", path, e))?;
+    Ok(conn)
+}
+
 /// Inserts `batch` (flows schema) with multi-row prepared INSERTs inside the
 /// caller's transaction.
 pub fn insert_flows_in(tx: &Connection, batch: &RecordBatch, json: &mut String) -> Result<usize, StoreError> {

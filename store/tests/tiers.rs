@@ -167,14 +167,16 @@ fn an_export_takes_only_the_rows_that_existed_when_it_started() {
     let mut store = Store::open(dir.path()).expect("open");
     let first: Vec<_> = (0..500).map(|i| synthetic::indexed_flow(1, i)).collect();
     store.hot_mut().insert_flows(&batch_from_flows(&first)).expect("insert");
-    // While the export runs, another connection inserts rows into the very
+    // While the export runs, another connection commits rows into the very
     // hour being exported; they must stay hot, not be deleted unexported.
     let late: Vec<_> = (0..300).map(|i| synthetic::indexed_flow(2, i)).collect();
     let mut other = Store::open(dir.path()).expect("second connection");
     let mut inserted = false;
     let report = store
         .export(&ExportOptions::up_to(i64::MAX), &mut |event| {
-            if let ExportEvent::Renamed(_) = event
+            // After the export fixed the rows it takes (before its delete
+            // transaction holds the write lock).
+            if let ExportEvent::Planned { .. } = event
                 && !inserted
             {
                 other.hot_mut().insert_flows(&batch_from_flows(&late)).expect("insert during export");
@@ -204,6 +206,23 @@ fn only_rows_before_the_cutoff_are_exported() {
     assert_eq!(report.rows as usize, flows.iter().filter(|f| f.timestamp_ns < cutoff).count());
     let hot = rows(&store.hot().flows_in_range(TimeRange::ALL, 1000).expect("hot"));
     assert!(hot.iter().all(|f| f.timestamp_ns >= cutoff));
+    assert_eq!(sorted(rows(&store.flows(TimeRange::ALL).expect("all"))), sorted(flows));
+}
+
+#[test]
+fn a_large_hour_is_split_into_files_of_bounded_size() {
+    let dir = TempDir::new("split");
+    let mut store = Store::open(dir.path()).expect("open");
+    // 3000 flows 50 ms apart: 150 s, all in one hour.
+    let flows: Vec<_> = (0..3000).map(|i| synthetic::indexed_flow(4, i)).collect();
+    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    let options = ExportOptions { max_file_rows: 700, ..ExportOptions::up_to(i64::MAX) };
+    let report = store.export(&options, &mut |_| {}).expect("export");
+    assert_eq!(report.files.len(), 5, "{:?}", report.files.iter().map(|f| f.rows).collect::<Vec<_>>());
+    assert!(
+        report.files.iter().all(|f| f.rows <= 700 && f.partition_start == report.files[0].partition_start)
+    );
+    assert_eq!(report.rows, 3000);
     assert_eq!(sorted(rows(&store.flows(TimeRange::ALL).expect("all"))), sorted(flows));
 }
 
