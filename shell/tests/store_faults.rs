@@ -166,7 +166,7 @@ fn capture_on_a_read_only_data_directory_counts_loss_and_recovers() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let mut child = Command::new(FLOWSQL)
-        .args(["capture", "--log-level", "info", "--duration", "5", "--data-dir"])
+        .args(["capture", "--log-level", "info", "--duration", "8", "--data-dir"])
         .arg(&dir)
         .arg("--cgroup")
         .arg(cgroup.path())

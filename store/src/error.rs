@@ -56,6 +56,8 @@ pub enum StoreError {
     ExportConflict { path: PathBuf, written: u64, deleted: u64 },
     #[error("export destination {path} is not empty")]
     DestinationNotEmpty { path: PathBuf },
+    #[error("the {thread} thread stopped unexpectedly")]
+    ThreadFailed { thread: &'static str },
 }
 
 impl StoreError {

@@ -325,9 +325,8 @@ fn export_hour(
                 Ok(())
             })
         })?;
-        let deleted = deleted_rx
-            .recv()
-            .unwrap_or_else(|_| Err(StoreError::InvalidBatch("the export's delete thread stopped".into())));
+        let deleted =
+            deleted_rx.recv().unwrap_or_else(|_| Err(StoreError::ThreadFailed { thread: "export delete" }));
         let file = cold_file(dir, format!("{relative_dir}/{name}"), partition_start, &written);
         let checked = match deleted {
             Ok(deleted) if deleted == written.rows => Ok(()),
@@ -347,9 +346,8 @@ fn export_hour(
             std::thread::sleep(pause);
         }
         let _ = commit_tx.send(file.clone());
-        let result = deleter
-            .join()
-            .unwrap_or_else(|_| Err(StoreError::InvalidBatch("the export's delete thread panicked".into())));
+        let result =
+            deleter.join().unwrap_or_else(|_| Err(StoreError::ThreadFailed { thread: "export delete" }));
         if let Err(e) = result {
             remove_uncommitted(&written.path);
             return Err(e);
@@ -389,9 +387,8 @@ fn write_pipelined(
             Ok(())
         });
         drop(tx);
-        let encoded = encoder
-            .join()
-            .unwrap_or_else(|_| Err(StoreError::InvalidBatch("the Parquet encoder thread panicked".into())));
+        let encoded =
+            encoder.join().unwrap_or_else(|_| Err(StoreError::ThreadFailed { thread: "Parquet encoder" }));
         match (produced, encoded) {
             (Ok(()), encoded) => encoded,
             // The reader failed after the encoder finished a file: remove it.
