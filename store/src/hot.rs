@@ -25,6 +25,10 @@ use crate::{StoreError, TimeRange};
 /// Mode of a database file flowsql creates: owner read-write, group read.
 pub const DB_FILE_MODE: u32 = 0o640;
 
+/// Reads map the database instead of copying pages (reads and the export
+/// are mostly page copies otherwise).
+const MMAP_BYTES: i64 = 256 << 20;
+
 /// Page size of a new database.
 const PAGE_SIZE: i64 = 32 * 1024;
 
@@ -86,6 +90,7 @@ impl HotStore {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "cache_size", -32_000)?;
             conn.pragma_update(None, "temp_store", "MEMORY")?;
+            conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
             conn.set_prepared_statement_cache_capacity(32);
             Ok(())
         };
@@ -212,6 +217,8 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite("open", path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| StoreError::sqlite("configure", path, e))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| StoreError::sqlite("configure", path, e))?;
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)
         .map_err(|e| StoreError::sqlite("configure", path, e))?;
     Ok(conn)
 }
