@@ -74,8 +74,12 @@ fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// Maps each string of `array` (any string type) through `f`.
-fn map_strings<T>(array: &ArrayRef, mut f: impl FnMut(Option<&str>) -> Option<T>) -> Result<Vec<Option<T>>> {
+/// Maps each string of `array` (any string type) through `f`, into any
+/// collection of options (an Arrow array, a Vec).
+fn map_strings<T, C: FromIterator<Option<T>>>(
+    array: &ArrayRef,
+    mut f: impl FnMut(Option<&str>) -> Option<T>,
+) -> Result<C> {
     Ok(match array.data_type() {
         DataType::Utf8 => array.as_string::<i32>().iter().map(&mut f).collect(),
         DataType::LargeUtf8 => array.as_string::<i64>().iter().map(&mut f).collect(),
@@ -85,7 +89,47 @@ fn map_strings<T>(array: &ArrayRef, mut f: impl FnMut(Option<&str>) -> Option<T>
 }
 
 fn parse_ip(text: Option<&str>) -> Option<IpAddr> {
-    text?.parse().ok()
+    let text = text?;
+    match parse_ipv4(text) {
+        Some(v4) => Some(IpAddr::V4(v4.into())),
+        None => text.parse().ok(),
+    }
+}
+
+/// A dotted quad, parsed without the generic parser's overhead: the common
+/// case on the flow path. `None` for anything else (IPv6 text included).
+fn parse_ipv4(text: &str) -> Option<u32> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 7 || bytes.len() > 15 {
+        return None;
+    }
+    let mut value = 0u32;
+    let mut octet = 0u32;
+    let mut digits = 0;
+    let mut dots = 0;
+    for &b in bytes {
+        match b {
+            b'0'..=b'9' => {
+                // No leading zeros (as std::net), at most 255.
+                if digits > 0 && octet == 0 {
+                    return None;
+                }
+                octet = octet * 10 + u32::from(b - b'0');
+                digits += 1;
+                if octet > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && dots < 3 => {
+                value = value << 8 | octet;
+                octet = 0;
+                digits = 0;
+                dots += 1;
+            }
+            _ => return None,
+        }
+    }
+    (dots == 3 && digits > 0).then_some(value << 8 | octet)
 }
 
 /// The arguments as arrays of `rows` rows (scalars expanded).
@@ -144,11 +188,22 @@ impl ScalarUDFImpl for IpInCidr {
                     return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(None)));
                 };
                 let cidr = Cidr::parse(text).ok_or_else(|| bad_cidr(text))?;
-                map_strings(ips, |ip| parse_ip(ip).map(|ip| cidr.contains(ip)))?.into_iter().collect()
+                match cidr.network {
+                    // The usual case: an IPv4 block and dotted quads.
+                    IpAddr::V4(network) => {
+                        let mask = u32::MAX.checked_shl(32 - u32::from(cidr.prefix)).unwrap_or(0);
+                        let network = u32::from(network) & mask;
+                        map_strings(ips, |ip| match parse_ipv4(ip?) {
+                            Some(v4) => Some(v4 & mask == network),
+                            None => parse_ip(ip).map(|ip| cidr.contains(ip)),
+                        })?
+                    }
+                    IpAddr::V6(_) => map_strings(ips, |ip| parse_ip(ip).map(|ip| cidr.contains(ip)))?,
+                }
             }
             ColumnarValue::Array(_) => {
-                let cidrs = map_strings(blocks, |b| b.map(|b| (b.to_owned(), Cidr::parse(b))))?;
-                let ips = map_strings(ips, parse_ip)?;
+                let cidrs: Vec<_> = map_strings(blocks, |b| b.map(|b| (b.to_owned(), Cidr::parse(b))))?;
+                let ips: Vec<_> = map_strings(ips, parse_ip)?;
                 let mut out = Vec::with_capacity(ips.len());
                 for (ip, cidr) in ips.into_iter().zip(cidrs) {
                     out.push(match (ip, cidr) {
@@ -190,10 +245,10 @@ impl ScalarUDFImpl for IpVersion {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = arrays(&args)?;
-        let versions = map_strings(&arrays[0], |ip| {
+        let versions: UInt8Array = map_strings(&arrays[0], |ip| {
             parse_ip(ip).map(|ip| if canonical_ip(ip).is_ipv4() { 4u8 } else { 6 })
         })?;
-        shape(&args, Arc::new(versions.into_iter().collect::<UInt8Array>()))
+        shape(&args, Arc::new(versions))
     }
 }
 
@@ -242,8 +297,9 @@ impl ScalarUDFImpl for IpPredicate {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = arrays(&args)?;
         let test = self.test;
-        let answers = map_strings(&arrays[0], |ip| parse_ip(ip).map(|ip| test(canonical_ip(ip))))?;
-        shape(&args, Arc::new(answers.into_iter().collect::<BooleanArray>()))
+        let answers: BooleanArray =
+            map_strings(&arrays[0], |ip| parse_ip(ip).map(|ip| test(canonical_ip(ip))))?;
+        shape(&args, Arc::new(answers))
     }
 }
 
@@ -265,6 +321,29 @@ mod tests {
         assert!(Cidr::parse("192.0.2.7").expect("host").contains("192.0.2.7".parse().expect("ip")));
         for bad in ["10.0.0.0/33", "2001:db8::/129", "nope", "10.0.0.0/x", ""] {
             assert_eq!(Cidr::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn dotted_quads_parse_like_std() {
+        for text in ["0.0.0.0", "255.255.255.255", "10.1.2.3", "192.168.0.1"] {
+            let std: std::net::Ipv4Addr = text.parse().expect("valid");
+            assert_eq!(parse_ipv4(text), Some(u32::from(std)), "{text}");
+        }
+        for text in [
+            "256.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "::1",
+            "a.b.c.d",
+            "",
+        ] {
+            assert_eq!(parse_ipv4(text), None, "{text}");
+            assert_eq!(parse_ipv4(text).is_some(), text.parse::<std::net::Ipv4Addr>().is_ok(), "{text}");
         }
     }
 

@@ -1,8 +1,13 @@
-//! The small tables that live only in SQLite, read fresh at every scan:
-//! `domains` (what DNS answers taught, see migrations/0002) and
-//! `capture_stats` (the capture's counters over time, including loss).
+//! The small tables that live only in SQLite: `domains` (what DNS answers
+//! taught, see migrations/0002) and `capture_stats` (the capture's counters
+//! over time, including loss).
+//!
+//! A scan reads the table again only when the database changed since the
+//! last one (SQLite's `PRAGMA data_version` moves when another connection
+//! commits); otherwise it reuses the batches it read, so joins with
+//! `domains` do not pay for SQLite on every query.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, StringBuilder, TimestampNanosecondBuilder, UInt64Builder};
@@ -43,8 +48,8 @@ pub fn capture_stats_schema() -> SchemaRef {
     ]))
 }
 
-fn read_capture_stats(reader: &StoreReader) -> Result<Vec<RecordBatch>, StoreError> {
-    reader.read(|store| {
+fn read_capture_stats(store: &flowsql_store::Store) -> Result<Vec<RecordBatch>, StoreError> {
+    {
         let conn = store.hot().connection();
         let sqlite =
             |e| StoreError::Sqlite { action: "read capture_stats", path: store.dir().db_path(), source: e };
@@ -74,7 +79,7 @@ fn read_capture_stats(reader: &StoreReader) -> Result<Vec<RecordBatch>, StoreErr
         let batch = RecordBatch::try_new(capture_stats_schema(), columns)
             .map_err(|e| StoreError::InvalidBatch(e.to_string()))?;
         Ok(vec![batch])
-    })
+    }
 }
 
 /// A table provider over one of the SQLite-only tables.
@@ -83,6 +88,8 @@ pub struct StoreTableProvider {
     table: StoreTable,
     schema: SchemaRef,
     reader: Arc<StoreReader>,
+    /// The batches last read, and the `data_version` they were read at.
+    cache: Mutex<Option<(i64, Vec<RecordBatch>)>>,
 }
 
 impl StoreTableProvider {
@@ -91,7 +98,32 @@ impl StoreTableProvider {
             StoreTable::Domains => flowsql_store::domains_schema(),
             StoreTable::CaptureStats => capture_stats_schema(),
         };
-        StoreTableProvider { table, schema, reader }
+        StoreTableProvider { table, schema, reader, cache: Mutex::new(None) }
+    }
+
+    /// The table's rows, from the cache when the database has not changed.
+    fn batches(&self) -> Result<Vec<RecordBatch>, StoreError> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        self.reader.read(|store| {
+            let conn = store.hot().connection();
+            let version: i64 =
+                conn.pragma_query_value(None, "data_version", |row| row.get(0)).map_err(|e| {
+                    StoreError::Sqlite { action: "read data_version", path: store.dir().db_path(), source: e }
+                })?;
+            if let Some((cached, batches)) = cache.as_ref()
+                && *cached == version
+            {
+                return Ok(batches.clone());
+            }
+            let batches = match self.table {
+                StoreTable::Domains => {
+                    flowsql_store::domains::domains_in_range(store.hot(), TimeRange::ALL, 64 * 1024)?
+                }
+                StoreTable::CaptureStats => read_capture_stats(store)?,
+            };
+            *cache = Some((version, batches.clone()));
+            Ok(batches)
+        })
     }
 }
 
@@ -112,13 +144,7 @@ impl TableProvider for StoreTableProvider {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batches = match self.table {
-            StoreTable::Domains => self.reader.read(|store| {
-                flowsql_store::domains::domains_in_range(store.hot(), TimeRange::ALL, 64 * 1024)
-            }),
-            StoreTable::CaptureStats => read_capture_stats(&self.reader),
-        }
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let batches = self.batches().map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&self.schema), projection.cloned())?)
     }
 }
