@@ -66,13 +66,13 @@ pub enum QueryError {
     Open {
         dir: PathBuf,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// The SQL did not parse: the message says where.
     #[error("syntax error: {0}")]
     Syntax(String),
     #[error("{}", describe(.0))]
-    Sql(#[source] DataFusionError),
+    Sql(#[source] Box<DataFusionError>),
 }
 
 /// DataFusion's message without its internal wrappers and backtraces.
@@ -104,7 +104,7 @@ impl From<DataFusionError> for QueryError {
                     QueryError::Syntax("the statement nests too deeply".to_owned())
                 }
             },
-            other => QueryError::Sql(other),
+            other => QueryError::Sql(Box::new(other)),
         }
     }
 }
@@ -136,7 +136,7 @@ impl Session {
     pub fn open(options: SessionOptions) -> Result<Session, QueryError> {
         let dir = options.data_dir.clone();
         let store = Store::open_without_recovery(&options.data_dir)
-            .map_err(|source| QueryError::Open { dir, source })?;
+            .map_err(|source| QueryError::Open { dir, source: Box::new(source) })?;
         let reader = Arc::new(StoreReader::new(store));
         let mut config = SessionConfig::new().with_information_schema(true);
         if let Some(partitions) = options.target_partitions {

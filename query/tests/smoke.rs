@@ -114,14 +114,29 @@ async fn domains_written_by_another_process_show_up_in_the_next_query() {
         seen_ns: 10,
         expires_ns: 20,
     };
-    writer.hot_mut().with_write_transaction(|tx, _| record_observations(tx, &[observe("a.test")])).expect("a");
+    writer
+        .hot_mut()
+        .with_write_transaction(|tx, _| record_observations(tx, &[observe("a.test")]))
+        .expect("a");
     let session = Session::open(SessionOptions::new(&dir)).expect("session");
     let count = |batches: Vec<datafusion::arrow::record_batch::RecordBatch>| {
-        batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("i64").value(0)
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .expect("i64")
+            .value(0)
     };
     assert_eq!(count(session.sql("SELECT count(*) FROM domains").await.expect("q")), 1);
     assert_eq!(count(session.sql("SELECT count(*) FROM domains").await.expect("q")), 1, "cached");
-    writer.hot_mut().with_write_transaction(|tx, _| record_observations(tx, &[observe("b.test")])).expect("b");
-    assert_eq!(count(session.sql("SELECT count(*) FROM domains").await.expect("q")), 2, "the cache saw the change");
+    writer
+        .hot_mut()
+        .with_write_transaction(|tx, _| record_observations(tx, &[observe("b.test")]))
+        .expect("b");
+    assert_eq!(
+        count(session.sql("SELECT count(*) FROM domains").await.expect("q")),
+        2,
+        "the cache saw the change"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
