@@ -66,6 +66,34 @@ enum Command {
         /// What connect must do: ok, refused or timeout.
         #[arg(long, default_value = "ok")]
         expect: String,
+        /// Send this many bytes after connecting (a small request).
+        #[arg(long, default_value_t = 0)]
+        send_bytes: usize,
+        /// Connections per second at most (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// Keep going for this many seconds instead of `count` connections.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Print only the number of connections made, not each address.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Accept connections and read them to the end; prints `ready <port>`,
+    /// and the bytes received when stdin closes.
+    SinkTcp {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Send as fast as possible over `streams` connections for `seconds`;
+    /// prints the bytes sent.
+    Blast {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        streams: u32,
+        #[arg(long)]
+        seconds: f64,
     },
     /// Connect a socket to its own address (a TCP simultaneous open).
     SelfConnect {
@@ -209,6 +237,10 @@ struct ConnectArgs {
     hold: Duration,
     timeout: Duration,
     expect: String,
+    send_bytes: usize,
+    rate: u32,
+    seconds: Option<f64>,
+    quiet: bool,
 }
 
 fn connect(args: &ConnectArgs) -> Result<(), String> {
@@ -218,7 +250,25 @@ fn connect(args: &ConnectArgs) -> Result<(), String> {
         (_, to) => to.into(),
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for _ in 0..args.count {
+    let request = vec![b'x'; args.send_bytes];
+    let started = std::time::Instant::now();
+    let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s));
+    let mut made = 0u64;
+    let mut attempt = 0u64;
+    loop {
+        match deadline {
+            Some(deadline) if std::time::Instant::now() >= deadline => break,
+            None if attempt >= u64::from(args.count) => break,
+            _ => {}
+        }
+        attempt += 1;
+        if args.rate > 0 {
+            // Pace: connection n starts at n / rate seconds.
+            let due = started + Duration::from_secs_f64(attempt as f64 / f64::from(args.rate));
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         let socket =
             Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(|e| format!("socket: {e}"))?;
         // Close with RST: no TIME_WAIT, so ports and 4-tuples are free at once.
@@ -235,8 +285,16 @@ fn connect(args: &ConnectArgs) -> Result<(), String> {
         }
         match (socket.connect_timeout(&to, args.timeout), args.expect.as_str()) {
             (Ok(()), "ok") => {
-                let local = socket.local_addr().ok().and_then(|a| a.as_socket()).ok_or("no local address")?;
-                writeln!(out, "local {local}").map_err(|e| e.to_string())?;
+                made += 1;
+                if !request.is_empty() {
+                    use std::io::Write as _;
+                    (&socket).write_all(&request).map_err(|e| format!("send: {e}"))?;
+                }
+                if !args.quiet {
+                    let local =
+                        socket.local_addr().ok().and_then(|a| a.as_socket()).ok_or("no local address")?;
+                    writeln!(out, "local {local}").map_err(|e| e.to_string())?;
+                }
                 if !args.hold.is_zero() {
                     std::thread::sleep(args.hold);
                 }
@@ -248,7 +306,65 @@ fn connect(args: &ConnectArgs) -> Result<(), String> {
             }
         }
     }
+    if args.quiet {
+        writeln!(out, "connections {made}").map_err(|e| e.to_string())?;
+    }
     out.flush().map_err(|e| e.to_string())
+}
+
+fn sink_tcp(listen: SocketAddr) -> Result<(), String> {
+    use std::io::Read as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    println!("ready {port}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    static RECEIVED: AtomicU64 = AtomicU64::new(0);
+    std::thread::spawn(|| {
+        let mut line = String::new();
+        while std::io::stdin().lock().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+        println!("received {}", RECEIVED.load(Ordering::Relaxed));
+        std::process::exit(0);
+    });
+    for stream in listener.incoming() {
+        let mut stream = stream.map_err(|e| format!("accept: {e}"))?;
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                RECEIVED.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        });
+    }
+    Ok(())
+}
+
+fn blast(to: SocketAddr, streams: u32, seconds: f64) -> Result<(), String> {
+    use std::io::Write as _;
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..streams)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<u64, String> {
+                let mut stream =
+                    std::net::TcpStream::connect(to).map_err(|e| format!("connect {to}: {e}"))?;
+                let buf = vec![0x5au8; 256 * 1024];
+                let mut sent = 0u64;
+                while std::time::Instant::now() < deadline {
+                    stream.write_all(&buf).map_err(|e| format!("send: {e}"))?;
+                    sent += buf.len() as u64;
+                }
+                Ok(sent)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for worker in workers {
+        total += worker.join().map_err(|_| "a sender panicked")??;
+    }
+    println!("sent {total}");
+    Ok(())
 }
 
 fn self_connect(addr: std::net::IpAddr) -> Result<(), String> {
@@ -486,18 +602,35 @@ fn main() -> ExitCode {
             Command::Serve { listen, dual_stack, hopopts, dstopts, no_accept } => {
                 serve(listen, dual_stack, hopopts, dstopts, no_accept)
             }
-            Command::Connect { to, count, bind, ipv6_socket, record_route, hold_ms, timeout_ms, expect } => {
-                connect(&ConnectArgs {
-                    to,
-                    count,
-                    bind,
-                    ipv6_socket,
-                    record_route,
-                    hold: Duration::from_millis(hold_ms),
-                    timeout: Duration::from_millis(timeout_ms),
-                    expect,
-                })
-            }
+            Command::Connect {
+                to,
+                count,
+                bind,
+                ipv6_socket,
+                record_route,
+                hold_ms,
+                timeout_ms,
+                expect,
+                send_bytes,
+                rate,
+                seconds,
+                quiet,
+            } => connect(&ConnectArgs {
+                to,
+                count,
+                bind,
+                ipv6_socket,
+                record_route,
+                hold: Duration::from_millis(hold_ms),
+                timeout: Duration::from_millis(timeout_ms),
+                expect,
+                send_bytes,
+                rate,
+                seconds,
+                quiet,
+            }),
+            Command::SinkTcp { listen } => sink_tcp(listen),
+            Command::Blast { to, streams, seconds } => blast(to, streams, seconds),
             Command::SelfConnect { addr } => self_connect(addr),
             Command::Resolve { server, name, aaaa, tcp } => dns::resolve(server, &name, aaaa, tcp),
             Command::DnsServe { listen, record, split_tcp } => {
