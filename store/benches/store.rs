@@ -129,6 +129,21 @@ fn main() {
     assert_eq!(report.rows as usize, count);
     assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), 0);
     let parquet_bytes = dir_bytes(&root.join("flows"));
+    // Compressed bytes per column, from the files' footers.
+    let mut by_column: Vec<(String, i64)> = Vec::new();
+    for file in &report.files {
+        let reader = std::fs::File::open(&file.path).expect("open");
+        let metadata =
+            parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&reader).expect("footer");
+        for row_group in metadata.row_groups() {
+            for (i, column) in row_group.columns().iter().enumerate() {
+                if by_column.len() <= i {
+                    by_column.push((column.column_path().string(), 0));
+                }
+                by_column[i].1 += column.compressed_size();
+            }
+        }
+    }
 
     // The same flows as NDJSON, gzip'd (gzip -6, the default).
     let mut gzip = Command::new("gzip")
@@ -205,6 +220,14 @@ fn main() {
         gzip_bytes as f64 / n,
         gzip_bytes as f64 / parquet_bytes as f64
     );
+    println!();
+    println!("Parquet bytes per flow by column:");
+    println!();
+    println!("| column | bytes per flow |");
+    println!("|---|---|");
+    for (column, bytes) in &by_column {
+        println!("| `{column}` | {:.2} |", *bytes as f64 / n);
+    }
     drop(store);
     let _ = std::fs::remove_dir_all(&root);
 }
