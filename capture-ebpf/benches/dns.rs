@@ -65,7 +65,12 @@ fn answers() -> Vec<Vec<u8>> {
                     &[IpAddr::from([172, 16, c, d]), IpAddr::from([172, 17, c, d])],
                     60,
                 ),
-                _ => response(&host, &[], &[IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, u16::from(c), u16::from(d)])], 300),
+                _ => response(
+                    &host,
+                    &[],
+                    &[IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, u16::from(c), u16::from(d)])],
+                    300,
+                ),
             }
         })
         .collect()
