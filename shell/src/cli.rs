@@ -29,6 +29,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Show what the data directory holds: rows per tier, files, bytes, capture counters, last export.
     Status(StatusArgs),
+    /// Interactive SQL shell over the flows (statements end with ';', .help for help).
+    Shell(ShellArgs),
+    /// Run SQL and print the results, for scripts: exit status 0 only if every statement worked.
+    Query(QueryArgs),
     /// Test harness only: write generated flows through the store writer and the scheduled export.
     #[command(hide = true)]
     StoreStress(StoreStressArgs),
@@ -99,6 +103,31 @@ pub struct ExportArgs {
     /// than this. Default: now.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub store: DataDirArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("input").required(true).args(["sql", "file"]))]
+pub struct QueryArgs {
+    /// SQL to run: one or more statements separated by ';'.
+    #[arg(value_name = "SQL")]
+    pub sql: Option<String>,
+
+    /// Run the SQL statements and dot commands (.mode csv, ...) of FILE instead; - reads stdin.
+    #[arg(short, long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// How to print results.
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    pub format: crate::output::OutputMode,
+
+    #[command(flatten)]
+    pub store: DataDirArgs,
 }
 
 #[derive(Debug, Args)]

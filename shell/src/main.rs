@@ -4,6 +4,11 @@
 
 mod cli;
 mod commands;
+mod logging;
+mod output;
+mod repl;
+mod runner;
+mod sql_text;
 
 use std::process::ExitCode;
 
@@ -11,7 +16,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    // The interactive shell owns its terminal: its logs go to a file.
+    let log_file = matches!(cli.command, cli::Command::Shell(_)).then(repl::log_path).flatten();
+    init_logging(cli.log_level.as_deref(), log_file);
     match commands::run(cli.command) {
         Ok(code) => code,
         Err(error) => {
@@ -39,13 +46,18 @@ fn error_chain(error: &anyhow::Error) -> String {
     text
 }
 
-/// Logs go to stderr, never stdout (which carries data). The level comes from
+/// Logs go to stderr, never stdout (which carries data), or to `file` (the
+/// shell's; opened at the first message). The level comes from
 /// `--log-level`, else `RUST_LOG`, else `warn`.
-fn init_logging(level: Option<&str>) {
+fn init_logging(level: Option<&str>, file: Option<std::path::PathBuf>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(level) => EnvFilter::new(level),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => builder.with_ansi(false).with_writer(logging::LazyFile::new(path)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
 }

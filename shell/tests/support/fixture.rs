@@ -1,0 +1,107 @@
+//! A small data directory for the shell's tests: five hand-written flows,
+//! three exported to Parquet (hours 07 and 08 of 2026-11-28) and two still
+//! in SQLite, one of them carrying a hostile DNS name (`evil\x1b[2J.test`).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flowsql_event::{Direction, DomainList, FlowBegin};
+use flowsql_store::batch::batch_from_flows;
+use flowsql_store::{ExportOptions, Store, TimeRange};
+
+/// A temporary data directory, removed on drop.
+pub struct Fixture {
+    dir: PathBuf,
+}
+
+impl Fixture {
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// 2026-11-28T`hh`:`mm`:00Z plus `ns`, as UTC nanoseconds.
+fn at(hour: i64, minute: i64, ns: i64) -> i64 {
+    const DAY: i64 = 1_795_824_000; // 2026-11-28T00:00:00Z
+    (DAY + hour * 3600 + minute * 60) * 1_000_000_000 + ns
+}
+
+fn names(names: &[&str]) -> DomainList {
+    names.iter().map(|n| Arc::<str>::from(*n)).collect()
+}
+
+#[expect(clippy::too_many_arguments, reason = "one flow per line reads best in the table below")]
+fn flow(
+    timestamp_ns: i64,
+    direction: Direction,
+    src: &str,
+    src_port: u16,
+    dst: &str,
+    dst_port: u16,
+    src_domains: &[&str],
+    dst_domains: &[&str],
+) -> FlowBegin {
+    FlowBegin {
+        timestamp_ns,
+        direction,
+        src_ip: src.parse::<IpAddr>().expect("address"),
+        dst_ip: dst.parse::<IpAddr>().expect("address"),
+        src_port,
+        dst_port,
+        src_domains: names(src_domains),
+        dst_domains: names(dst_domains),
+        cgroup_id: 4242,
+        host_name: Arc::from("testhost"),
+    }
+}
+
+/// The flows of the fixture, in time order.
+pub fn flows() -> Vec<FlowBegin> {
+    use Direction::{Incoming, Outgoing};
+    vec![
+        flow(
+            at(7, 10, 123_456_789),
+            Outgoing,
+            "10.0.0.5",
+            51000,
+            "93.184.216.34",
+            443,
+            &[],
+            &["www.example.com", "example.com"],
+        ),
+        flow(at(7, 20, 0), Outgoing, "10.0.0.5", 51001, "192.0.2.10", 443, &[], &["evil\x1b[2J.test"]),
+        flow(
+            at(8, 5, 500_000_000),
+            Incoming,
+            "198.51.100.7",
+            40000,
+            "10.0.0.5",
+            22,
+            &["scanner.example.net"],
+            &[],
+        ),
+        flow(at(9, 0, 0), Outgoing, "2001:db8::5", 51002, "2001:db8::53", 443, &[], &["ipv6.example.org"]),
+        flow(at(9, 30, 1), Outgoing, "10.0.0.5", 51003, "10.1.2.3", 5432, &[], &[]),
+    ]
+}
+
+/// A new data directory holding [`flows`]: the first three in Parquet, the
+/// last two in SQLite.
+pub fn fixture(name: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("flowsql-shell-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let flows = flows();
+    let mut store = Store::open(&dir).expect("open the store");
+    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert flows");
+    store.export(&ExportOptions::up_to(at(9, 0, 0)), &mut |_| {}).expect("export");
+    assert_eq!(store.cold_files(TimeRange::ALL).expect("cold files").len(), 2, "two hourly Parquet files");
+    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("hot count"), 2, "two rows still hot");
+    Fixture { dir }
+}
