@@ -187,6 +187,13 @@ impl StoreWriter {
         let _ = self.tx.try_send(Msg::Counters(counters));
     }
 
+    /// Queues `job` for the writer's next transaction without blocking;
+    /// false when the writer is too far behind (the job is dropped: the
+    /// caller counts it).
+    pub fn try_run_in_write_transaction(&self, job: WriteJob) -> bool {
+        self.tx.try_send(Msg::Job(job)).is_ok()
+    }
+
     /// Runs `job` in the writer's next transaction (waits for room).
     pub fn run_in_write_transaction(&self, job: WriteJob) {
         if self.tx.send(Msg::Job(job)).is_err() {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use flowsql_capture::{Assembled, Capture, CaptureConfig, FlowAssembler, KernelCounters, assemble};
+use flowsql_capture::{Assembled, Capture, CaptureConfig, DnsStats, FlowAssembler, KernelCounters, assemble};
 use flowsql_store::{CaptureCounters, ExportSchedule, ScheduledExport, Store, StoreWriter, WriterConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -73,9 +73,9 @@ impl StoreOutput {
     }
 
     /// Commits what is queued, records the final counters, stops.
-    fn finish(self, counters: Option<KernelCounters>) {
+    fn finish(self, counters: Option<CaptureCounters>) {
         if let Some(counters) = counters {
-            self.writer.set_capture_counters(capture_counters(&counters));
+            self.writer.set_capture_counters(counters);
         }
         let done = self.writer.finish();
         self.export.stop();
@@ -86,8 +86,8 @@ impl StoreOutput {
     }
 }
 
-/// The kernel's counters as the store records them.
-fn capture_counters(k: &KernelCounters) -> CaptureCounters {
+/// The kernel's and the DNS side's counters as the store records them.
+fn capture_counters(k: &KernelCounters, dns: &DnsStats, domains_not_stored: u64) -> CaptureCounters {
     CaptureCounters {
         events: k.flow_events,
         lost: k.lost(),
@@ -100,6 +100,15 @@ fn capture_counters(k: &KernelCounters) -> CaptureCounters {
             ("connectionMapErrors".to_owned(), k.connection_map_errors),
             ("dnsEvents".to_owned(), k.dns_events),
             ("dnsRingbufFull".to_owned(), k.dns_ringbuf_full),
+            ("dnsTruncated".to_owned(), k.dns_truncated),
+            ("dnsMessages".to_owned(), dns.messages),
+            ("dnsRejected".to_owned(), dns.rejected),
+            ("dnsIncomplete".to_owned(), dns.incomplete),
+            ("dnsObservations".to_owned(), dns.observations),
+            ("dnsCacheAddresses".to_owned(), dns.cache.addresses as u64),
+            ("dnsCacheBytes".to_owned(), dns.cache.bytes as u64),
+            ("dnsCacheEvicted".to_owned(), dns.cache.evicted),
+            ("domainsNotStored".to_owned(), domains_not_stored),
         ]),
     }
 }
@@ -112,9 +121,15 @@ struct FlowSink {
     writer: Option<StoreWriter>,
     failed: Option<io::Error>,
     undecodable: u64,
+    /// DNS observations the writer had no room for.
+    domains_not_stored: u64,
 }
 
 impl FlowSink {
+    fn counters(&self, kernel: &KernelCounters) -> CaptureCounters {
+        capture_counters(kernel, &self.assembler.dns_stats(), self.domains_not_stored)
+    }
+
     fn handle(&mut self, item: &[u8]) {
         if self.failed.is_some() {
             return;
@@ -137,7 +152,19 @@ impl FlowSink {
                     writer.send(flow);
                 }
             }
-            Ok(Assembled::Dns(_)) => {}
+            Ok(Assembled::Dns(observations)) => {
+                if let Some(writer) = &self.writer
+                    && !observations.is_empty()
+                {
+                    let count = observations.len() as u64;
+                    let job: flowsql_store::writer::WriteJob = Box::new(move |tx, _| {
+                        flowsql_store::domains::record_observations(tx, &observations).map(|_| ())
+                    });
+                    if !writer.try_run_in_write_transaction(job) {
+                        self.domains_not_stored += count;
+                    }
+                }
+            }
             Err(error) => {
                 self.undecodable += 1;
                 tracing::warn!(%error, "skipped an undecodable kernel record");
@@ -178,6 +205,7 @@ async fn capture(
         writer,
         failed: None,
         undecodable: 0,
+        domains_not_stored: 0,
     };
     // The kernel's counters go to the store every second.
     let mut counters_tick = tokio::time::interval(Duration::from_secs(1));
@@ -200,7 +228,7 @@ async fn capture(
             _ = counters_tick.tick() => {
                 if let Some(writer) = &sink.writer {
                     match capture.counters() {
-                        Ok(counters) => writer.set_capture_counters(capture_counters(&counters)),
+                        Ok(counters) => writer.set_capture_counters(sink.counters(&counters)),
                         Err(error) => tracing::debug!(%error, "kernel counters unreadable"),
                     }
                 }
@@ -215,8 +243,9 @@ async fn capture(
     drop(capture);
     reader.drain(|item| sink.handle(item));
     sink.flush();
+    let final_counters = sink.counters(&counters);
     if let (Some(writer), Some(export)) = (sink.writer.take(), store) {
-        StoreOutput { writer, export }.finish(Some(counters));
+        StoreOutput { writer, export }.finish(Some(final_counters));
     }
     if counters.lost() > 0 {
         tracing::warn!(lost = counters.lost(), "the ring buffer was full: flows were lost");
