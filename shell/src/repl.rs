@@ -95,7 +95,7 @@ pub async fn run(session: &Session, options: ReplOptions) -> anyhow::Result<()> 
     editor.set_helper(Some(ShellHelper::new(session)));
     let mut history = History::load(&mut editor, options.history);
     let mut interrupts = Interrupts::listen()?;
-    let mut runner = Runner::new(session, options.mode);
+    let mut runner = Runner::new(session, options.mode)?;
 
     println!("flowsql {}: end SQL statements with ';', type .help for help", env!("CARGO_PKG_VERSION"));
     let mut pending = String::new();
@@ -123,7 +123,10 @@ pub async fn run(session: &Session, options: ReplOptions) -> anyhow::Result<()> 
                 Some(Ok(Flow::Quit)) => break,
                 Some(Ok(Flow::Continue)) => {}
                 Some(Err(error)) => eprintln!("error: {}", crate::error_chain(&error)),
-                None => eprintln!("cancelled"),
+                None => {
+                    eprintln!("cancelled");
+                    runner.recover_from_cancel().await;
+                }
             }
             continue;
         }
@@ -140,7 +143,10 @@ pub async fn run(session: &Session, options: ReplOptions) -> anyhow::Result<()> 
                 match cancellable(&mut interrupts, runner.run_sql(&input)).await {
                     Some(Ok(())) => {}
                     Some(Err(error)) => eprintln!("error: {}", crate::error_chain(&error)),
-                    None => eprintln!("query cancelled"),
+                    None => {
+                        eprintln!("query cancelled");
+                        runner.recover_from_cancel().await;
+                    }
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -22,6 +22,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::sql::parser::Statement;
 use flowsql_query::{QueryError, Session};
 use futures::StreamExt as _;
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::mpsc;
 
 use self::dot_command::{DotCommand, OutputTarget, help_text, is_dot_command};
@@ -50,6 +51,7 @@ enum Output {
 #[derive(Debug)]
 pub struct Runner<'s> {
     session: &'s Session,
+    runtime: QueryRuntime,
     mode: OutputMode,
     timer: bool,
     output: Output,
@@ -59,9 +61,18 @@ pub struct Runner<'s> {
 impl<'s> Runner<'s> {
     /// A runner printing in `mode`. It also asks DataFusion to keep the
     /// positions of names in the SQL, so that errors can say where they are.
-    pub fn new(session: &'s Session, mode: OutputMode) -> Self {
+    pub fn new(session: &'s Session, mode: OutputMode) -> anyhow::Result<Self> {
         session.context().state_ref().write().config_mut().options_mut().sql_parser.collect_spans = true;
-        Runner { session, mode, timer: false, output: Output::Stdout, read_depth: 0 }
+        let runtime = QueryRuntime::start()?;
+        Ok(Runner { session, runtime, mode, timer: false, output: Output::Stdout, read_depth: 0 })
+    }
+
+    /// After a cancelled query: gives its tasks a moment to stop and, if
+    /// they do not (an operator that computes for long without yielding, such
+    /// as a large cross join), leaves them to end on their own and moves on
+    /// to a fresh runtime, so that the next query does not wait behind them.
+    pub async fn recover_from_cancel(&mut self) {
+        self.runtime.settle().await;
     }
 
     /// Runs every statement of `sql` in order, printing each result; stops
@@ -78,9 +89,14 @@ impl<'s> Runner<'s> {
         let started = Instant::now();
         // Plans are text flowsql writes itself: their lines stay lines.
         let keep_newlines = matches!(statement, Statement::Explain(_));
-        let stream = self.session.execute(statement).await.map_err(describe)?;
-        let mut printer = ResultPrinter::new(self.mode, &stream.schema(), keep_newlines);
-        let mut batches = Batches::spawn(stream);
+        let mut batches = {
+            // DataFusion spawns its tasks on the current runtime: the query runtime.
+            let handle = self.runtime.handle()?;
+            let _context = handle.enter();
+            let stream = self.session.execute(statement).await.map_err(describe)?;
+            Batches::spawn(stream)
+        };
+        let mut printer = ResultPrinter::new(self.mode, &batches.schema, keep_newlines);
         let mut stdout;
         let out: &mut dyn Write = match &mut self.output {
             Output::Stdout => {
@@ -282,12 +298,15 @@ impl<'s> Runner<'s> {
 /// time inside one poll of its stream; polled elsewhere, it cannot keep the
 /// shell from noticing Ctrl-C. Dropping `Batches` aborts the task.
 struct Batches {
+    schema: SchemaRef,
     receiver: mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
     _task: SpawnedTask<()>,
 }
 
 impl Batches {
+    /// Spawns on the current runtime.
     fn spawn(mut stream: SendableRecordBatchStream) -> Batches {
+        let schema = stream.schema();
         let (sender, receiver) = mpsc::channel(2);
         let task = SpawnedTask::spawn(async move {
             while let Some(batch) = stream.next().await {
@@ -296,11 +315,67 @@ impl Batches {
                 }
             }
         });
-        Batches { receiver, _task: task }
+        Batches { schema, receiver, _task: task }
     }
 
     async fn next(&mut self) -> Option<Result<RecordBatch, DataFusionError>> {
         self.receiver.recv().await
+    }
+}
+
+/// The runtime queries compute on, apart from the caller's: a query that
+/// will not stop can be left behind on it.
+#[derive(Debug)]
+struct QueryRuntime {
+    runtime: Option<Runtime>,
+}
+
+impl QueryRuntime {
+    /// How long the tasks of a cancelled query get to stop.
+    const SETTLE: Duration = Duration::from_millis(300);
+
+    fn start() -> anyhow::Result<QueryRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("flowsql-query")
+            .enable_all()
+            .build()
+            .context("cannot start the query runtime")?;
+        Ok(QueryRuntime { runtime: Some(runtime) })
+    }
+
+    fn handle(&mut self) -> anyhow::Result<Handle> {
+        if self.runtime.is_none() {
+            *self = QueryRuntime::start()?;
+        }
+        self.runtime.as_ref().map(|r| r.handle().clone()).context("no query runtime")
+    }
+
+    async fn settle(&mut self) {
+        let Some(runtime) = &self.runtime else { return };
+        let started = Instant::now();
+        while runtime.metrics().num_alive_tasks() > 0 {
+            if started.elapsed() >= Self::SETTLE {
+                tracing::warn!(
+                    tasks = runtime.metrics().num_alive_tasks(),
+                    "a cancelled query is still computing: left to finish on its own threads"
+                );
+                if let Some(runtime) = self.runtime.take() {
+                    runtime.shutdown_background();
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its threads, which may not be
+        // allowed where the runner is dropped (in an async context).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

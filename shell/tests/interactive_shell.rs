@@ -154,10 +154,18 @@ fn ctrl_c_cancels_a_running_query_and_clears_a_line() {
     let mut shell = setup.start();
     // Minutes of work if left alone.
     shell.send_line("SELECT count(*) AS n FROM range(10000000000) WHERE value % 7 = 3;").expect("send");
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(1000));
     shell.send_control('c').expect("Ctrl-C");
     let output = shell.exp_string("query cancelled").expect("the query is cancelled");
     assert!(!output.contains("(1 row)"), "the query finished instead: {output}");
+    shell.exp_string(PROMPT).expect("the prompt after Ctrl-C");
+    run(&mut shell, "SELECT 'still here' AS status;", "| still here |");
+    // A cross join computes for long stretches without yielding: its
+    // threads are left behind, and the next query runs all the same.
+    shell.send_line("SELECT count(*) AS n FROM range(100000) a CROSS JOIN range(100000) b WHERE a.value + b.value = 7;").expect("send");
+    std::thread::sleep(Duration::from_millis(1000));
+    shell.send_control('c').expect("Ctrl-C");
+    shell.exp_string("query cancelled").expect("the cross join is cancelled");
     shell.exp_string(PROMPT).expect("the prompt after Ctrl-C");
     run(&mut shell, "SELECT 'still here' AS status;", "| still here |");
     // At the prompt, Ctrl-C drops what was typed: an open quote would

@@ -33,7 +33,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("failed to start the async runtime")?;
     let result = runtime.block_on(async {
-        let mut runner = Runner::new(&session, args.format);
+        let mut runner = Runner::new(&session, args.format)?;
         match (script, &args.sql) {
             (Some((text, source)), _) => runner.run_script(&text, &source).await.map(drop),
             (None, Some(sql)) => runner.run_sql(sql).await,
