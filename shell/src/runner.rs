@@ -112,7 +112,7 @@ impl<'s> Runner<'s> {
         }
         printer.finish(out)?;
         if self.timer {
-            println!("Time: {:.3} s", started.elapsed().as_secs_f64());
+            say(format_args!("Time: {:.3} s", started.elapsed().as_secs_f64()))?;
         }
         Ok(())
     }
@@ -120,7 +120,7 @@ impl<'s> Runner<'s> {
     /// Runs one dot command.
     pub async fn run_dot(&mut self, command: DotCommand) -> anyhow::Result<Flow> {
         match command {
-            DotCommand::Help => print!("{}", help_text()),
+            DotCommand::Help => io::stdout().write_all(help_text().as_bytes())?,
             DotCommand::Tables => {
                 let batch = self.tables_batch().await?;
                 self.print_batch(&batch)?;
@@ -130,13 +130,13 @@ impl<'s> Runner<'s> {
                 self.print_batch(&batch)?;
             }
             DotCommand::Mode(Some(mode)) => self.mode = mode,
-            DotCommand::Mode(None) => println!("mode: {}", self.mode),
+            DotCommand::Mode(None) => say(format_args!("mode: {}", self.mode))?,
             DotCommand::Timer(Some(on)) => self.timer = on,
-            DotCommand::Timer(None) => println!("timer: {}", if self.timer { "on" } else { "off" }),
+            DotCommand::Timer(None) => say(format_args!("timer: {}", if self.timer { "on" } else { "off" }))?,
             DotCommand::Output(Some(target)) => self.set_output(target)?,
             DotCommand::Output(None) => match &self.output {
-                Output::Stdout => println!("output: stdout"),
-                Output::File { path, .. } => println!("output: {}", path.display()),
+                Output::Stdout => say(format_args!("output: stdout"))?,
+                Output::File { path, .. } => say(format_args!("output: {}", path.display()))?,
             },
             DotCommand::Read(path) => return self.read_file(&path).await,
             DotCommand::Quit => return Ok(Flow::Quit),
@@ -377,6 +377,11 @@ impl Drop for QueryRuntime {
             runtime.shutdown_background();
         }
     }
+}
+
+/// A line for the user on stdout (an error, not a panic, if stdout is gone).
+fn say(line: std::fmt::Arguments<'_>) -> io::Result<()> {
+    writeln!(io::stdout(), "{line}")
 }
 
 fn as_strs(strings: &[String]) -> Vec<&str> {
