@@ -122,7 +122,8 @@ impl TablePrinter {
 
     fn write_row<W: Write + ?Sized>(&self, out: &mut W, row: &[String]) -> io::Result<()> {
         // A cell holds several lines only with keep_newlines.
-        let cell_lines: Vec<Vec<&str>> = row.iter().map(|cell| cell.split('\n').collect()).collect();
+        let cell_lines: Vec<Vec<&str>> =
+            row.iter().map(|cell| cell.trim_end_matches('\n').split('\n').collect()).collect();
         let height = cell_lines.iter().map(Vec::len).max().unwrap_or(1);
         let mut text = String::new();
         for i in 0..height {
@@ -140,7 +141,7 @@ impl TablePrinter {
 
 /// Display width of a cell: its widest line.
 fn cell_width(cell: &str) -> usize {
-    cell.split('\n').map(UnicodeWidthStr::width).max().unwrap_or(0)
+    cell.trim_end_matches('\n').split('\n').map(UnicodeWidthStr::width).max().unwrap_or(0)
 }
 
 fn pad(line: &mut String, text: &str, width: usize, right: bool) {
@@ -211,7 +212,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
         let batch = RecordBatch::try_new(
             Arc::clone(&schema),
-            vec![Arc::new(StringArray::from(vec!["Projection\n  Scan"]))],
+            vec![Arc::new(StringArray::from(vec!["Projection\n  Scan\n"]))],
         )
         .expect("batch");
         let mut out = Vec::new();
