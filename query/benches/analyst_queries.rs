@@ -150,10 +150,25 @@ fn generate(dir: &Path, rows: u64) {
 
 /// Runs `sql` once to warm up and three times timed; returns the median time
 /// and the result as text lines.
+/// CPU time (user + system) this process has used.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: usage points to writable memory the size of a rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    // SAFETY: getrusage fills the struct (it cannot fail for RUSAGE_SELF).
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 fn time_flowsql(runtime: &tokio::runtime::Runtime, session: &Session, sql: &str) -> (Duration, Vec<String>) {
     let mut times = Vec::new();
     let mut text = Vec::new();
+    let cpu_before = cpu_time();
     for round in 0..4 {
+        if round == 1 {
+            eprint!("(warm-up CPU {:.3} s) ", (cpu_time() - cpu_before).as_secs_f64());
+        }
         let started = Instant::now();
         let batches = runtime.block_on(session.sql(sql)).unwrap_or_else(|e| panic!("{sql}: {e}"));
         let elapsed = started.elapsed();
@@ -163,6 +178,7 @@ fn time_flowsql(runtime: &tokio::runtime::Runtime, session: &Session, sql: &str)
         text = result_lines(&batches);
     }
     times.sort();
+    eprint!("CPU per run {:.3} s, ", (cpu_time() - cpu_before).as_secs_f64() / 4.0);
     (times[1], text)
 }
 
@@ -190,6 +206,7 @@ con = duckdb.connect()
 con.execute(f"CREATE VIEW flows AS SELECT * FROM read_parquet('{data_dir}/flows/**/*.parquet', hive_partitioning = true)")
 con.execute(f"CREATE VIEW domains AS SELECT * FROM read_parquet('{data_dir}/domains.parquet')")
 con.execute("SET TimeZone = 'UTC'")
+con.execute("SET enable_progress_bar = false")
 out = []
 for sql in queries:
     times, rows = [], None
@@ -226,10 +243,16 @@ fn main() {
     }
     let bytes: u64 = walk_bytes(&dir.join("flows"));
 
-    let queries = queries();
+    let only = std::env::var("FLOWSQL_BENCH_ONLY").unwrap_or_default();
+    let queries: Vec<Query> = queries().into_iter().filter(|q| q.name.contains(only.as_str())).collect();
     let mut flowsql_results = Vec::new();
     for query in &queries {
-        flowsql_results.push(time_flowsql(&runtime, &session, &query.flowsql));
+        let (time, lines) = time_flowsql(&runtime, &session, &query.flowsql);
+        eprintln!("flowsql: {:.3} s  {}", time.as_secs_f64(), query.name);
+        flowsql_results.push((time, lines));
+    }
+    if std::env::var_os("FLOWSQL_BENCH_SKIP_DUCKDB").is_some() {
+        return;
     }
     let sqls: Vec<&str> = queries.iter().map(|q| q.duckdb.as_str()).collect();
     let mut child = Command::new("python3")
@@ -247,7 +270,9 @@ fn main() {
         .expect("send queries");
     let output = child.wait_with_output().expect("duckdb finishes");
     assert!(output.status.success(), "the DuckDB side failed");
-    let duck: serde_json::Value = serde_json::from_slice(&output.stdout).expect("DuckDB side prints JSON");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last_line = stdout.lines().last().unwrap_or_default();
+    let duck: serde_json::Value = serde_json::from_str(last_line).expect("DuckDB side prints JSON");
 
     println!(
         "{rows} flows, {:.1} bytes/flow in Parquet ({:.2} GB), {} cores",

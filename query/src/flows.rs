@@ -21,7 +21,8 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
-use datafusion::common::{DFSchema, DataFusionError, Result};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
@@ -116,9 +117,28 @@ impl FlowsTable {
     }
 }
 
+/// What the manifest knows of a file, as the planner's statistics: its rows
+/// (so a join builds its hash table on the smaller side) and its time span.
+fn file_statistics(file: &ColdFile, schema: &SchemaRef) -> Statistics {
+    let mut columns = Statistics::unknown_column(schema);
+    let utc = Some(Arc::<str>::from("UTC"));
+    if let Some(timestamp) = columns.first_mut() {
+        timestamp.min_value =
+            Precision::Exact(ScalarValue::TimestampNanosecond(Some(file.min_timestamp), utc.clone()));
+        timestamp.max_value =
+            Precision::Exact(ScalarValue::TimestampNanosecond(Some(file.max_timestamp), utc));
+        timestamp.null_count = Precision::Exact(0);
+    }
+    Statistics {
+        num_rows: Precision::Exact(usize::try_from(file.rows).unwrap_or(usize::MAX)),
+        total_byte_size: Precision::Inexact(usize::try_from(file.bytes).unwrap_or(usize::MAX)),
+        column_statistics: columns,
+    }
+}
+
 /// Splits files into at most `groups` groups of similar total size, so that
 /// each core scans its share.
-fn file_groups(files: &[ColdFile], groups: usize) -> Vec<FileGroup> {
+fn file_groups(files: &[ColdFile], groups: usize, schema: &SchemaRef) -> Vec<FileGroup> {
     let groups = groups.clamp(1, files.len().max(1));
     let mut buckets: Vec<(u64, Vec<PartitionedFile>)> = (0..groups).map(|_| (0, Vec::new())).collect();
     let mut by_size: Vec<&ColdFile> = files.iter().collect();
@@ -126,7 +146,9 @@ fn file_groups(files: &[ColdFile], groups: usize) -> Vec<FileGroup> {
     for file in by_size {
         if let Some(bucket) = buckets.iter_mut().min_by_key(|(bytes, _)| *bytes) {
             bucket.0 += file.bytes;
-            bucket.1.push(PartitionedFile::new(file.path.to_string_lossy(), file.bytes));
+            let partitioned = PartitionedFile::new(file.path.to_string_lossy(), file.bytes)
+                .with_statistics(Arc::new(file_statistics(file, schema)));
+            bucket.1.push(partitioned);
         }
     }
     buckets.into_iter().filter(|(_, f)| !f.is_empty()).map(|(_, f)| FileGroup::new(f)).collect()
@@ -165,7 +187,7 @@ impl TableProvider for FlowsTable {
                 let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
             }
-            let groups = file_groups(&snapshot.cold, state.config().target_partitions());
+            let groups = file_groups(&snapshot.cold, state.config().target_partitions(), &self.schema);
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
                 .with_file_groups(groups)
                 .with_projection_indices(projection.cloned())?

@@ -96,6 +96,41 @@ fn parse_ip(text: Option<&str>) -> Option<IpAddr> {
     }
 }
 
+/// Whether `text` is an IPv6 address written without an embedded IPv4 part
+/// (no `.`): hex groups of 1 to 4 digits, 8 of them, or fewer around one
+/// `::`. The same answer as the standard parser for such text, much faster.
+fn is_plain_ipv6(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.len() < 2 || bytes.len() > 39 {
+        return false;
+    }
+    let (head, tail, compressed) = match text.find("::") {
+        Some(at) => (&text[..at], &text[at + 2..], true),
+        None => (text, "", false),
+    };
+    if tail.contains("::") {
+        return false;
+    }
+    let groups = |part: &str| -> Option<usize> {
+        if part.is_empty() {
+            return Some(0);
+        }
+        let mut n = 0;
+        for group in part.split(':') {
+            if group.is_empty() || group.len() > 4 || !group.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            n += 1;
+        }
+        Some(n)
+    };
+    match (groups(head), groups(tail)) {
+        (Some(h), Some(t)) if compressed => h + t <= 7,
+        (Some(h), Some(0)) => h == 8,
+        _ => false,
+    }
+}
+
 /// A dotted quad, parsed without the generic parser's overhead: the common
 /// case on the flow path. `None` for anything else (IPv6 text included).
 fn parse_ipv4(text: &str) -> Option<u32> {
@@ -193,9 +228,15 @@ impl ScalarUDFImpl for IpInCidr {
                     IpAddr::V4(network) => {
                         let mask = u32::MAX.checked_shl(32 - u32::from(cidr.prefix)).unwrap_or(0);
                         let network = u32::from(network) & mask;
-                        map_strings(ips, |ip| match parse_ipv4(ip?) {
-                            Some(v4) => Some(v4 & mask == network),
-                            None => parse_ip(ip).map(|ip| cidr.contains(ip)),
+                        map_strings(ips, |ip| {
+                            let text = ip?;
+                            match parse_ipv4(text) {
+                                Some(v4) => Some(v4 & mask == network),
+                                // IPv6 text cannot be in an IPv4 block (only
+                                // an IPv4-mapped address, which has a dot).
+                                None if !text.contains('.') => is_plain_ipv6(text).then_some(false),
+                                None => parse_ip(ip).map(|ip| cidr.contains(ip)),
+                            }
                         })?
                     }
                     IpAddr::V6(_) => map_strings(ips, |ip| parse_ip(ip).map(|ip| cidr.contains(ip)))?,
@@ -344,6 +385,35 @@ mod tests {
         ] {
             assert_eq!(parse_ipv4(text), None, "{text}");
             assert_eq!(parse_ipv4(text).is_some(), text.parse::<std::net::Ipv4Addr>().is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn ipv6_shapes_match_std() {
+        let samples = [
+            "::",
+            "::1",
+            "1::",
+            "2001:db8::1",
+            "2001:db8:0:0:0:0:0:1",
+            "fe80::1:2:3:4",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7:8:9",
+            "1::2::3",
+            ":1",
+            "1:",
+            "12345::",
+            "g::1",
+            "1:2:3:4:5:6:7",
+            ":::",
+            "ABCD:ef01::",
+            "",
+            ":",
+        ];
+        for text in samples {
+            assert_eq!(is_plain_ipv6(text), text.parse::<std::net::Ipv6Addr>().is_ok(), "{text:?}");
         }
     }
 
