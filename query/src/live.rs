@@ -21,3 +21,14 @@ pub trait LiveFlows: Send + Sync + std::fmt::Debug {
         begin: &mut dyn FnMut() -> Result<(), StoreError>,
     ) -> Result<Vec<RecordBatch>, StoreError>;
 }
+
+/// The store writer's uncommitted rows (a capturing process's own).
+impl LiveFlows for flowsql_store::LiveRows {
+    fn snapshot(
+        &self,
+        range: TimeRange,
+        begin: &mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        flowsql_store::LiveRows::snapshot(self, range, begin)
+    }
+}

@@ -140,3 +140,86 @@ async fn domains_written_by_another_process_show_up_in_the_next_query() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A capturing process's queries: rows the writer has not committed are
+/// seen at once, and while it commits, no row is missing or seen twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_rows_are_seen_at_once_and_exactly_once_while_the_writer_commits() {
+    use flowsql_store::{LiveRows, StoreWriter, WriterConfig};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!("flowsql-query-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Store::open(&dir).expect("store");
+    let live = LiveRows::new();
+    let config = WriterConfig {
+        batch_rows: 97,
+        batch_age: Duration::from_secs(3600),
+        live: Some(Arc::clone(&live)),
+        ..WriterConfig::default()
+    };
+    let writer = StoreWriter::spawn(&dir, config).expect("writer");
+    let options = SessionOptions {
+        live: Some(live.clone() as Arc<dyn flowsql_query::LiveFlows>),
+        ..SessionOptions::new(&dir)
+    };
+    let session = Session::open(options).expect("session");
+
+    // Uncommitted rows are visible at once.
+    for i in 0..10 {
+        writer.send_blocking(synthetic::indexed_flow(3, i));
+    }
+    let seen = |batches: Vec<datafusion::arrow::record_batch::RecordBatch>| -> (i64, i64) {
+        let n = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .expect("i64");
+        let d = batches[0]
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .expect("i64");
+        (n.value(0), d.value(0))
+    };
+    let count_sql = "SELECT count(*), count(DISTINCT srcPort * 100000 + cgroupId) FROM flows";
+    let started = std::time::Instant::now();
+    loop {
+        let (n, _) = seen(session.sql(count_sql).await.expect("count"));
+        if n == 10 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "live rows not visible: {n}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(live.len() >= 1, "nothing committed yet (batches of 97, no age)");
+
+    // Many commits of 97 rows while queries count.
+    let sender = std::thread::spawn(move || {
+        for i in 10..20_000 {
+            writer.send_blocking(synthetic::indexed_flow(3, i));
+            if i % 40 == 0 {
+                // Paced, so that queries interleave with many commits.
+                std::thread::sleep(Duration::from_micros(400));
+            }
+        }
+        writer.finish()
+    });
+    let mut last = 0;
+    let mut queries = 0;
+    while !sender.is_finished() {
+        let (n, distinct) = seen(session.sql(count_sql).await.expect("count"));
+        assert_eq!(n, distinct, "a row seen twice");
+        assert!(n >= last, "rows went missing: {n} after {last}");
+        last = n;
+        queries += 1;
+    }
+    let counters = sender.join().expect("sender");
+    assert_eq!(counters.rows_stored, 20_000);
+    let (n, distinct) = seen(session.sql(count_sql).await.expect("count"));
+    assert_eq!((n, distinct), (20_000, 20_000));
+    assert!(live.is_empty());
+    eprintln!("{queries} queries while the writer committed");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,6 +25,7 @@ pub mod domains;
 pub mod export;
 pub mod hot;
 mod json_list;
+pub mod live;
 pub mod migrations;
 pub mod schedule;
 pub mod schema;
@@ -43,6 +44,7 @@ pub use cold::ColdFile;
 pub use error::StoreError;
 pub use export::{ExportEvent, ExportOptions, ExportReport, RetentionReport};
 pub use hot::HotStore;
+pub use live::LiveRows;
 /// The SQLite binding the hot tier uses, for code that runs inside a write
 /// transaction ([`HotStore::with_write_transaction`]).
 pub use rusqlite;

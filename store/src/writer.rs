@@ -26,6 +26,7 @@ use rusqlite::{Transaction, params};
 
 use crate::batch::FlowBatcher;
 use crate::hot::insert_flows_in;
+use crate::live::LiveRows;
 use crate::store::Store;
 use crate::{StoreError, now_ns};
 
@@ -66,6 +67,9 @@ pub struct WriterConfig {
     pub record_stats: bool,
     /// Called after each commit with the total rows committed so far.
     pub on_commit: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// Rows received and not committed yet, shared with this process's
+    /// queries (see [`LiveRows`]).
+    pub live: Option<Arc<LiveRows>>,
 }
 
 impl Default for WriterConfig {
@@ -79,6 +83,7 @@ impl Default for WriterConfig {
             reopen_every: Duration::from_secs(1),
             record_stats: true,
             on_commit: None,
+            live: None,
         }
     }
 }
@@ -93,6 +98,7 @@ impl std::fmt::Debug for WriterConfig {
             .field("checkpoint_every", &self.checkpoint_every)
             .field("reopen_every", &self.reopen_every)
             .field("record_stats", &self.record_stats)
+            .field("live", &self.live.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -298,7 +304,11 @@ impl Worker {
             }
             match rx.recv_timeout(timeout.max(Duration::from_millis(1))) {
                 Ok(Msg::Flow(flow)) => {
-                    if let Some(batch) = self.batcher.push(&flow) {
+                    let batch = self.batcher.push(&flow);
+                    if let Some(live) = &self.config.live {
+                        live.lock().push_back(flow);
+                    }
+                    if let Some(batch) = batch {
                         self.commit(Some(batch));
                     }
                 }
@@ -376,7 +386,21 @@ impl Worker {
         }
     }
 
+    /// Commits `batch` (the oldest rows received) and the queued jobs. With
+    /// live rows, the lock on them is held across the commit, and the rows
+    /// of `batch` leave them whether the commit worked or they were lost.
     fn commit(&mut self, batch: Option<RecordBatch>) {
+        let rows = batch.as_ref().map_or(0, |b| b.num_rows());
+        let live = self.config.live.clone();
+        let mut pending = live.as_deref().map(LiveRows::lock);
+        self.commit_locked(batch);
+        if let Some(pending) = pending.as_mut() {
+            let committed = rows.min(pending.len());
+            pending.drain(..committed);
+        }
+    }
+
+    fn commit_locked(&mut self, batch: Option<RecordBatch>) {
         let rows = batch.as_ref().map_or(0, |b| b.num_rows() as u64);
         let jobs = std::mem::take(&mut self.jobs);
         if !self.ensure_open() {
