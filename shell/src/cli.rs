@@ -109,6 +109,17 @@ pub struct ExportArgs {
 pub struct ShellArgs {
     #[command(flatten)]
     pub store: DataDirArgs,
+
+    /// Record flows in this process while the shell runs (needs root, or
+    /// CAP_BPF and CAP_NET_ADMIN): queries see them at once, before they are
+    /// committed. Stored in the data directory like `flowsql capture`.
+    #[arg(long)]
+    pub capture: bool,
+
+    /// With --capture: the cgroup v2 directory to watch. Default: the root of
+    /// the unified hierarchy, i.e. the whole host.
+    #[arg(long, value_name = "PATH", requires = "capture")]
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

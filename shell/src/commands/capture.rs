@@ -5,14 +5,19 @@
 //! applies retention. `--json` also prints each flow on stdout.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use flowsql_capture::{Assembled, Capture, CaptureConfig, DnsStats, FlowAssembler, KernelCounters, assemble};
-use flowsql_store::{CaptureCounters, ExportSchedule, ScheduledExport, Store, StoreWriter, WriterConfig};
+use flowsql_store::{
+    CaptureCounters, ExportSchedule, LiveRows, ScheduledExport, Store, StoreWriter, WriterConfig,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::CaptureArgs;
@@ -40,9 +45,105 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
             ExportSchedule { every: args.export_every, retain: args.retain, ..ExportSchedule::default() };
         Some((dir, schedule))
     };
-    let config = CaptureConfig { cgroup: args.cgroup, ring_buffer_bytes: args.ring_buffer_bytes };
-    let out = args.json.then(|| BufWriter::with_capacity(64 * 1024, io::stdout()));
-    runtime.block_on(capture(config, duration, out, store))
+    let run = CaptureRun {
+        config: CaptureConfig { cgroup: args.cgroup, ring_buffer_bytes: args.ring_buffer_bytes },
+        duration,
+        out: args.json.then(|| BufWriter::with_capacity(64 * 1024, io::stdout())),
+        store,
+        live: None,
+        handle_signals: true,
+    };
+    runtime.block_on(capture(run, std::future::pending(), |_| {}))
+}
+
+/// Everything one capture needs.
+pub struct CaptureRun {
+    pub config: CaptureConfig,
+    /// Stop after this long; `None`: until stopped.
+    pub duration: Option<Duration>,
+    /// Where to print JSON lines, if anywhere.
+    pub out: Option<BufWriter<io::Stdout>>,
+    /// The data directory and its export schedule; `None`: do not store.
+    pub store: Option<(PathBuf, ExportSchedule)>,
+    /// Share the uncommitted rows with this process's queries.
+    pub live: Option<Arc<LiveRows>>,
+    /// Stop on SIGINT and SIGTERM (the capture command). The shell handles
+    /// Ctrl-C itself, to cancel queries.
+    pub handle_signals: bool,
+}
+
+/// A capture running on its own thread, for `flowsql shell --capture`.
+/// Dropping it stops the capture and commits what it has.
+pub struct BackgroundCapture {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<anyhow::Result<ExitCode>>>,
+}
+
+impl BackgroundCapture {
+    /// Starts capturing; returns once the programs are attached (or with the
+    /// reason they could not be).
+    pub fn start(run: CaptureRun) -> anyhow::Result<BackgroundCapture> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let thread = std::thread::Builder::new()
+            .name("flowsql-capture".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("failed to start the capture's async runtime")?;
+                let ready = ready_tx.clone();
+                let result = runtime.block_on(capture(
+                    run,
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                    move |attached| {
+                        let _ = ready.send(attached);
+                    },
+                ));
+                if let Err(error) = &result {
+                    let _ = ready_tx.send(Err(crate::error_chain(error)));
+                }
+                result
+            })
+            .context("failed to start the capture thread")?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(BackgroundCapture { stop: Some(stop_tx), thread: Some(thread) }),
+            Ok(Err(message)) => {
+                let _ = thread.join();
+                Err(anyhow::anyhow!(message))
+            }
+            Err(_) => match thread.join() {
+                Ok(Err(error)) => Err(error),
+                _ => Err(anyhow::anyhow!("the capture thread stopped before attaching")),
+            },
+        }
+    }
+
+    /// Stops capturing: detaches, commits what was captured.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_thread()
+    }
+
+    fn stop_thread(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result.map(|_| ()),
+            Some(Err(_)) => Err(anyhow::anyhow!("the capture thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BackgroundCapture {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop_thread() {
+            tracing::error!(error = %crate::error_chain(&error), "capture stopped with an error");
+        }
+    }
 }
 
 /// The store side of a capture: the writer thread and the scheduled export.
@@ -52,7 +153,11 @@ struct StoreOutput {
 }
 
 impl StoreOutput {
-    fn start(dir: PathBuf, schedule: ExportSchedule) -> anyhow::Result<StoreOutput> {
+    fn start(
+        dir: PathBuf,
+        schedule: ExportSchedule,
+        live: Option<Arc<LiveRows>>,
+    ) -> anyhow::Result<StoreOutput> {
         // Create, migrate and recover now, so problems show before capturing.
         // A directory that cannot be written yet is not fatal: the writer
         // counts what it cannot store and retries.
@@ -65,7 +170,7 @@ impl StoreOutput {
             ),
         }
         tracing::info!(dir = %dir.display(), "storing flows");
-        let writer = StoreWriter::spawn(&dir, WriterConfig::default())
+        let writer = StoreWriter::spawn(&dir, WriterConfig { live, ..WriterConfig::default() })
             .with_context(|| format!("failed to start the store writer for {}", dir.display()))?;
         let export = ScheduledExport::spawn(&dir, schedule)
             .with_context(|| format!("failed to start the scheduled export for {}", dir.display()))?;
@@ -182,23 +287,44 @@ impl FlowSink {
     }
 }
 
+/// Runs a capture until `stop` completes, its duration ends, or (with
+/// `handle_signals`) SIGINT or SIGTERM; `attached` learns whether the
+/// programs and the store started.
 async fn capture(
-    config: CaptureConfig,
-    duration: Option<Duration>,
-    out: Option<BufWriter<io::Stdout>>,
-    store: Option<(PathBuf, ExportSchedule)>,
+    run: CaptureRun,
+    stop: impl Future<Output = ()>,
+    attached: impl FnOnce(Result<(), String>),
 ) -> anyhow::Result<ExitCode> {
-    let mut sigint = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+    let CaptureRun { config, duration, out, store, live, handle_signals } = run;
+    let signals = if handle_signals {
+        Some((
+            signal(SignalKind::interrupt()).context("failed to handle SIGINT")?,
+            signal(SignalKind::terminate()).context("failed to handle SIGTERM")?,
+        ))
+    } else {
+        None
+    };
+    let next_signal = async {
+        match signals {
+            Some((mut sigint, mut sigterm)) => {
+                tokio::select! {
+                    _ = sigint.recv() => {}
+                    _ = sigterm.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
     // Attach first: without the privileges to capture, touch no data directory.
     let (capture, mut reader) = Capture::attach(&config)?;
     let (writer, store) = match store {
         Some((dir, schedule)) => {
-            let StoreOutput { writer, export } = StoreOutput::start(dir, schedule)?;
+            let StoreOutput { writer, export } = StoreOutput::start(dir, schedule, live)?;
             (Some(writer), Some(export))
         }
         None => (None, None),
     };
+    attached(Ok(()));
     let mut sink = FlowSink {
         assembler: FlowAssembler::new(assemble::host_name()),
         out,
@@ -216,6 +342,8 @@ async fn capture(
         }
     };
     tokio::pin!(deadline);
+    tokio::pin!(next_signal);
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             read = reader.read(|item| sink.handle(item)) => {
@@ -233,8 +361,8 @@ async fn capture(
                     }
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            () = &mut next_signal => break,
+            () = &mut stop => break,
             () = &mut deadline => break,
         }
     }

@@ -2,21 +2,56 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use flowsql_query::{Session, SessionOptions};
+use flowsql_capture::CaptureConfig;
+use flowsql_query::{LiveFlows, Session, SessionOptions};
+use flowsql_store::{ExportSchedule, LiveRows};
 
+use super::capture::{BackgroundCapture, CaptureRun};
 use crate::cli::ShellArgs;
 use crate::repl::{self, ReplOptions};
 
 pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     let dir = super::data_dir::resolve(&args.store)?;
-    let session = open_session(&dir)?;
+    // With --capture: attach first (and say why not, before any prompt),
+    // then query the store and the capture's uncommitted rows together.
+    let live = args.capture.then(LiveRows::new);
+    let capture = match &live {
+        Some(live) => {
+            let config = CaptureConfig { cgroup: args.cgroup.clone(), ..CaptureConfig::default() };
+            let run = CaptureRun {
+                config,
+                duration: None,
+                out: None,
+                store: Some((dir.clone(), ExportSchedule::default())),
+                live: Some(Arc::clone(live)),
+                handle_signals: false,
+            };
+            Some(BackgroundCapture::start(run)?)
+        }
+        None => None,
+    };
+    let options = SessionOptions { live: live.map(|l| l as Arc<dyn LiveFlows>), ..SessionOptions::new(&dir) };
+    let session = Session::open(options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    runtime.block_on(repl::run(&session, ReplOptions::from_env()))?;
+    if capture.is_some() {
+        let watched =
+            args.cgroup.as_deref().map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string());
+        println!(
+            "capturing TCP connection begins of {watched} into {}: flows appear in `flows` at once",
+            dir.display()
+        );
+    }
+    let result = runtime.block_on(repl::run(&session, ReplOptions::from_env()));
+    if let Some(capture) = capture {
+        capture.stop().context("capture failed")?;
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
