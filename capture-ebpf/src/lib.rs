@@ -17,4 +17,6 @@ pub mod dns;
 pub mod loader;
 
 pub use assemble::{Assembled, DnsStats, FlowAssembler};
-pub use loader::{Capture, CaptureConfig, CaptureError, EventReader, Hook, KernelCounters};
+pub use loader::{
+    Capture, CaptureConfig, CaptureError, EventReader, Hook, KernelCounters, ProgramStats, RunTimeStats,
+};

@@ -93,6 +93,25 @@ pub enum CaptureError {
     },
     #[error("failed to watch the ring buffer")]
     Poll(#[source] io::Error),
+    #[error("failed to turn on the kernel's BPF run-time statistics")]
+    Stats(#[source] io::Error),
+}
+
+/// What the kernel measured of one program (BPF statistics must be on, see
+/// [`Capture::enable_run_time_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub hook: Hook,
+    /// Total time spent in the program.
+    pub run_time_ns: u64,
+    /// Times it ran (packets).
+    pub run_count: u64,
+}
+
+/// Keeps the kernel's BPF run-time statistics on while it lives.
+#[derive(Debug)]
+pub struct RunTimeStats {
+    _fd: std::os::fd::OwnedFd,
 }
 
 /// Sums of the kernel's per-CPU counters since the programs were loaded.
@@ -296,6 +315,37 @@ impl Capture {
         }
         self.cgroup = Some(cgroup);
         Ok(())
+    }
+
+    /// Turns on the kernel's BPF run-time statistics (`BPF_ENABLE_STATS`)
+    /// until the returned guard is dropped. They cost a clock read per
+    /// program run, so they are for measuring, not for normal capture.
+    pub fn enable_run_time_stats() -> Result<RunTimeStats, CaptureError> {
+        let fd =
+            aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| CaptureError::Stats(e.io_error))?;
+        Ok(RunTimeStats { _fd: fd })
+    }
+
+    /// Run time and run count of each program so far.
+    pub fn program_stats(&self) -> Result<Vec<ProgramStats>, CaptureError> {
+        [Hook::Ingress, Hook::Egress]
+            .into_iter()
+            .map(|hook| {
+                let program = hook.program();
+                let prog: &CgroupSkb = self
+                    .ebpf
+                    .program(program)
+                    .ok_or(CaptureError::MissingInObject(program))?
+                    .try_into()
+                    .map_err(|source| CaptureError::Load { program, source })?;
+                let info = prog.info().map_err(|source| CaptureError::Load { program, source })?;
+                Ok(ProgramStats {
+                    hook,
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    run_count: info.run_count(),
+                })
+            })
+            .collect()
     }
 
     /// Runs one program once on `frame` (an Ethernet frame; the program sees

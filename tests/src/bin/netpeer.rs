@@ -126,6 +126,21 @@ enum Command {
         #[arg(long)]
         split_tcp: bool,
     },
+    /// Ask `rate` DNS questions per second for `seconds` over one UDP
+    /// socket (names `n<i>.<domain>`, `names` distinct ones); prints the
+    /// number of answers received.
+    DnsLoad {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        domain: String,
+        #[arg(long, default_value_t = 1000)]
+        names: u32,
+        #[arg(long)]
+        rate: u32,
+        #[arg(long)]
+        seconds: f64,
+    },
     /// Bind a UDP socket and drop what arrives; prints `ready <port>`.
     UdpSink {
         #[arg(long)]
@@ -503,6 +518,50 @@ mod dns {
         }
     }
 
+    pub fn load(server: SocketAddr, domain: &str, names: u32, rate: u32, seconds: f64) -> Result<(), String> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let socket = UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+            .map_err(|e| format!("bind: {e}"))?;
+        socket.connect(server).map_err(|e| format!("connect {server}: {e}"))?;
+        socket.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
+        let receiver = socket.try_clone().map_err(|e| e.to_string())?;
+        static ANSWERS: AtomicU64 = AtomicU64::new(0);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = std::sync::Arc::clone(&done);
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                if receiver.recv(&mut buf).is_ok() {
+                    ANSWERS.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        let total = (f64::from(rate) * seconds) as u64;
+        for i in 0..total {
+            let due = started + Duration::from_secs_f64(i as f64 / f64::from(rate.max(1)));
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let mut query = Message::query();
+            query.metadata.id = i as u16;
+            query.metadata.recursion_desired = true;
+            query.add_query(Query::query(
+                name(&format!("n{}.{domain}", i % u64::from(names.max(1))))?,
+                RecordType::A,
+            ));
+            let bytes = query.to_vec().map_err(|e| e.to_string())?;
+            // A full socket buffer drops a question; the answer count says so.
+            let _ = socket.send(&bytes);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        done.store(true, Ordering::Relaxed);
+        let _ = reader.join();
+        println!("questions {total}");
+        println!("answers {}", ANSWERS.load(Ordering::Relaxed));
+        Ok(())
+    }
+
     pub fn serve(listen: SocketAddr, zone: Zone, split_tcp: bool) -> Result<(), String> {
         let udp = UdpSocket::bind(listen).map_err(|e| format!("bind udp {listen}: {e}"))?;
         let port = udp.local_addr().map_err(|e| e.to_string())?.port();
@@ -635,6 +694,9 @@ fn main() -> ExitCode {
             Command::Resolve { server, name, aaaa, tcp } => dns::resolve(server, &name, aaaa, tcp),
             Command::DnsServe { listen, record, split_tcp } => {
                 dns::serve(listen, dns::Zone::parse(&record)?, split_tcp)
+            }
+            Command::DnsLoad { server, domain, names, rate, seconds } => {
+                dns::load(server, &domain, names, rate, seconds)
             }
             Command::UdpSink { bind } => udp_sink(bind),
             Command::UdpSend { bind, to, hex } => udp_send(bind, to, &hex),
