@@ -17,9 +17,13 @@
  * through the same ring buffer, so an answer is always read before the
  * SYN-ACK of the connection it led to.
  *
- * The fast path (most packets) reads three fields of the socket and leaves:
- * an established TCP connection or connected UDP socket that is not DNS
- * cannot carry a begin.
+ * The fast path (most packets) reads three fields of the socket and leaves
+ * when its state and ports say the packet can be neither a SYN-ACK nor a DNS
+ * response: see may_matter().
+ *
+ * Records are submitted without waking user space, which drains the ring
+ * buffer on a short timer; only a ring buffer filling up (an eighth of it)
+ * wakes it at once. A wakeup per event cost microseconds per connection.
  */
 #include "kernel_abi.h"
 #include "flowsql.h"
@@ -46,6 +50,8 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
+	/* Per-CPU LRU lists: no lock shared by all CPUs on the event path. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, struct flowsql_connection_key);
 	__type(value, __u8);
 } FLOWSQL_MAP_CONNECTIONS SEC(".maps");
@@ -81,6 +87,15 @@ static __always_inline void count(__u32 slot)
 
 	if (value)
 		*value += 1;
+}
+
+/* Wake user space only when the ring buffer is filling up. */
+static __always_inline __u64 submit_flags(void)
+{
+	__u64 size = bpf_ringbuf_query(&FLOWSQL_MAP_EVENTS, BPF_RB_RING_SIZE);
+	__u64 pending = bpf_ringbuf_query(&FLOWSQL_MAP_EVENTS, BPF_RB_AVAIL_DATA);
+
+	return pending > size / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline __u32 load_be32(const __u8 *bytes)
@@ -257,7 +272,7 @@ static __always_inline void report_begin(struct __sk_buff *skb, const struct pac
 		e->src_port_be = key.remote_port_be;
 		e->dst_port_be = key.local_port_be;
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, submit_flags());
 	count(FLOWSQL_COUNTER_FLOW_EVENTS);
 }
 
@@ -310,7 +325,7 @@ static __always_inline void report_dns(struct __sk_buff *skb, const struct packe
 	e->flags = flags;
 	__builtin_memcpy(e->src_addr_be, p->src_addr_be, 16);
 	__builtin_memcpy(e->dst_addr_be, p->dst_addr_be, 16);
-	if (bpf_ringbuf_output(&FLOWSQL_MAP_EVENTS, e, record_len, 0))
+	if (bpf_ringbuf_output(&FLOWSQL_MAP_EVENTS, e, record_len, submit_flags()))
 		count(FLOWSQL_COUNTER_DNS_RINGBUF_FULL);
 	else
 		count(FLOWSQL_COUNTER_DNS_EVENTS);
@@ -348,6 +363,39 @@ static __always_inline void handle_udp(struct __sk_buff *skb, const struct packe
 		report_dns(skb, p, egress, p->l4_offset + 8, 0);
 }
 
+/*
+ * Whether a packet of a socket in this state can be a SYN-ACK or a DNS
+ * response. A SYN-ACK arrives (ingress) at a connecting socket (SYN_SENT, or
+ * SYN_RECV in a simultaneous open) and leaves (egress) from a listener (the
+ * hook sees the listener for its request sockets) or a SYN_RECV socket. DNS
+ * travels from port 53. So, unless a port is 53, nothing of interest is on:
+ * established and closing TCP sockets, a connected UDP socket; ingress to a
+ * listener (SYNs and handshake ACKs); egress from a connecting socket (its
+ * SYN) or from an unconnected UDP socket (what it sends is not from port 53).
+ */
+static __always_inline int may_matter(__u32 state, int egress, int dns_port)
+{
+	if (dns_port)
+		return 1;
+	switch (state) {
+	case TCP_ESTABLISHED:
+	case TCP_FIN_WAIT1:
+	case TCP_FIN_WAIT2:
+	case TCP_TIME_WAIT:
+	case TCP_CLOSE_WAIT:
+	case TCP_LAST_ACK:
+	case TCP_CLOSING:
+		return 0;
+	case TCP_LISTEN:
+		return egress;
+	case TCP_SYN_SENT:
+	case TCP_CLOSE:
+		return !egress;
+	default:
+		return 1;
+	}
+}
+
 static __always_inline void handle(struct __sk_buff *skb, int egress)
 {
 	struct bpf_sock *sk = skb->sk;
@@ -355,8 +403,8 @@ static __always_inline void handle(struct __sk_buff *skb, int egress)
 
 	if (sk) {
 		socket_state = sk->state;
-		if (socket_state == TCP_ESTABLISHED && sk->src_port != DNS_PORT &&
-		    sk->dst_port != bpf_htons(DNS_PORT))
+		int dns_port = sk->src_port == DNS_PORT || sk->dst_port == bpf_htons(DNS_PORT);
+		if (!may_matter(socket_state, egress, dns_port))
 			return;
 	}
 

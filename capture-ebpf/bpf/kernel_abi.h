@@ -41,6 +41,15 @@ typedef __u32 __be32;
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
 
+/* map_flags */
+#define BPF_F_NO_COMMON_LRU 2
+
+/* bpf_ringbuf_submit/output flags and bpf_ringbuf_query questions */
+#define BPF_RB_NO_WAKEUP 1
+#define BPF_RB_FORCE_WAKEUP 2
+#define BPF_RB_AVAIL_DATA 0
+#define BPF_RB_RING_SIZE 1
+
 /* EtherType values as skb->protocol carries them (network byte order). */
 #define ETH_P_IP_BE 0x0008   /* htons(0x0800) */
 #define ETH_P_IPV6_BE 0xDD86 /* htons(0x86DD) */
@@ -55,7 +64,16 @@ typedef __u32 __be32;
 
 /* include/net/tcp_states.h */
 #define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_FIN_WAIT1 4
+#define TCP_FIN_WAIT2 5
+#define TCP_TIME_WAIT 6
+#define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
+#define TCP_LAST_ACK 9
 #define TCP_LISTEN 10
+#define TCP_CLOSING 11
 
 /*
  * struct __sk_buff (include/uapi/linux/bpf.h): the context of a cgroup_skb
@@ -128,6 +146,7 @@ static long (*bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size, __u64 f
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
 static void (*bpf_ringbuf_discard)(void *data, __u64 flags) = (void *)133;
+static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)134;
 
 #define bpf_htons(x) __builtin_bswap16(x)
 #define bpf_ntohs(x) __builtin_bswap16(x)
