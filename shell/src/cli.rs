@@ -173,6 +173,12 @@ pub struct StoreStressArgs {
     /// Sleep this long between renaming an export file and committing it.
     #[arg(long)]
     pub pause_after_rename_ms: Option<u64>,
+    /// Rows per export file at most. Small, so that exports commit often and
+    /// an export renames its first file soon after it starts however many
+    /// rows are hot (the writer keeps committing while an export runs, so
+    /// runs killed before their exports commit leave more and more).
+    #[arg(long, default_value_t = 20_000)]
+    pub max_file_rows: u64,
 }
 
 /// `5m`, `30d`, `1h 30m`, `90s` (humantime).

@@ -69,6 +69,25 @@ impl StoreError {
         StoreError::Sqlite { action, path: path.into(), source }
     }
 
+    /// Whether waiting may clear the error: another connection holds a lock
+    /// the operation needs (`SQLITE_BUSY` and its extended codes, such as
+    /// `SQLITE_BUSY_RECOVERY` and `SQLITE_BUSY_SNAPSHOT`; `SQLITE_LOCKED`),
+    /// or two connections raced for the WAL's locks (`SQLITE_PROTOCOL`).
+    /// Not a full disk, a read-only or vanished directory, or corruption.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source, .. } | StoreError::Migration { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::FileLockingProtocolFailed
+                )
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether the cause is a full disk (or quota): SQLite's `SQLITE_FULL`,
     /// or `ENOSPC`/`EDQUOT` from the file system.
     pub fn is_disk_full(&self) -> bool {

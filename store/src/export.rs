@@ -12,15 +12,27 @@
 //!    keeps inserting meanwhile, with larger ids (taken from `flow_ids` in
 //!    each write transaction, never reused), so the set of rows an export
 //!    takes cannot change under it.
-//! 3. For each hour that has such rows: write them, in time order, to
-//!    `flows/date=D/hour=H/.part-X.parquet.tmp`, sync it, rename it to
-//!    `part-X.parquet`, sync the directory; then ONE SQLite transaction
-//!    records the file in the `exports` manifest and deletes exactly those
-//!    rows (checking the count). Until that commit the rows are hot and the
-//!    file is not in the manifest; after it, the file is listed and the rows
-//!    are gone. A crash at any instant leaves each row in exactly one tier.
-//!    (For speed the transaction runs its DELETE on a second connection
-//!    while the rows are read and encoded, and commits after the rename.)
+//! 3. For each hour that has such rows (split into files of at most
+//!    `max_file_rows`):
+//!    - first, with no lock held, read them (one statement, so one
+//!      snapshot) and write them, in time order, to
+//!      `flows/date=D/hour=H/.part-X.parquet.tmp`, sync it, rename it to
+//!      `part-X.parquet`, sync the directory;
+//!    - then ONE short SQLite write transaction deletes exactly those rows
+//!      (`timestamp` in the window and `id <= max_id`), checks that it
+//!      deleted as many as the file holds (else it rolls back and the file
+//!      is removed), records the file in the `exports` manifest, and
+//!      commits.
+//!
+//!    Until that commit the rows are hot and the file is not in the
+//!    manifest (an orphan, should the process die: recovery deletes it);
+//!    after it, the file is listed and the rows are gone. A crash at any
+//!    instant leaves each row in exactly one tier.
+//!
+//! The database's write lock is held only for that transaction (the delete
+//! and one insert: about half a second per million rows), never while a file is
+//! read, encoded or synced, so the capture's writer, which commits every
+//! 250 ms, waits at most that long.
 //!
 //! # Cleanup and recovery
 //!
@@ -43,7 +55,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::AsArray;
@@ -52,7 +64,7 @@ use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::params;
 
 use crate::cold::{self, ColdFile, HOUR_NS, PendingFile, WrittenFile};
 use crate::hot::{self, HotStore};
@@ -62,6 +74,9 @@ use crate::{StoreError, TimeRange};
 
 /// Footer key naming the store that wrote a file.
 pub const STORE_ID_KEY: &str = "flowsql.storeId";
+
+/// The default of [`ExportOptions::max_file_rows`].
+pub const DEFAULT_MAX_FILE_ROWS: u64 = 2_000_000;
 
 /// The table name of flows in the manifest.
 const FLOWS: &str = "flows";
@@ -75,7 +90,7 @@ pub struct ExportOptions {
     pub batch_rows: usize,
     /// Rows per file at most (an hour with more is split by time): bounds
     /// the export's memory and how long its transaction holds SQLite's write
-    /// lock (about a second per million rows).
+    /// lock (the delete: about half a second per million rows).
     pub max_file_rows: u64,
     /// Test hook: sleep this long after a file is renamed into place and
     /// before the manifest commit, so a crash harness can kill the process
@@ -87,7 +102,12 @@ pub struct ExportOptions {
 impl ExportOptions {
     /// Export every hot row older than `cutoff_ns`.
     pub fn up_to(cutoff_ns: i64) -> Self {
-        ExportOptions { cutoff_ns, batch_rows: 64 * 1024, max_file_rows: 2_000_000, pause_after_rename: None }
+        ExportOptions {
+            cutoff_ns,
+            batch_rows: 64 * 1024,
+            max_file_rows: DEFAULT_MAX_FILE_ROWS,
+            pause_after_rename: None,
+        }
     }
 }
 
@@ -265,7 +285,9 @@ fn export_locked(
     Ok(report)
 }
 
-/// Exports the rows of `[start, end)` with `id <= max_id` to one file.
+/// Exports the rows of `[start, end)` with `id <= max_id` to one file: the
+/// file first, complete and in place, with no lock held; then one short
+/// write transaction that deletes exactly those rows and lists the file.
 #[expect(clippy::too_many_arguments, reason = "one step of export_locked, spelled out")]
 fn export_hour(
     dir: &DataDir,
@@ -284,77 +306,48 @@ fn export_hour(
     let metadata = vec![KeyValue::new(STORE_ID_KEY.to_owned(), store_id.to_owned())];
     let pending = PendingFile::create_with(&dir.root().join(&relative_dir), &name, metadata)?;
     let range = TimeRange::new(Some(start), Some(end));
+    // Read (one statement: one snapshot; the rows with id <= max_id in the
+    // range cannot change meanwhile, as only an exporter deletes them) while
+    // another thread encodes; the file is synced and renamed into place.
+    // The capture's writer commits all along: nothing here takes the
+    // database's write lock.
+    let written = write_pipelined(pending, |send| {
+        hot::read_flows(hot.connection(), hot.path(), range, max_id, options.batch_rows, |batch| {
+            let rows = batch.num_rows() as u64;
+            send(batch)?;
+            on_event(ExportEvent::Rows(rows));
+            Ok(())
+        })
+    })?;
+    let file = cold_file(dir, format!("{relative_dir}/{name}"), partition_start, &written);
+    on_event(ExportEvent::Renamed(&written.path));
+    if let Some(pause) = options.pause_after_rename {
+        std::thread::sleep(pause);
+    }
+    // The one write transaction: delete exactly the rows written (checking
+    // the count) and list the file. Rolled back on any failure, and the file
+    // removed: its rows stay hot.
     let db_path = hot.path().to_owned();
-    let committed = std::thread::scope(|scope| -> Result<ColdFile, StoreError> {
-        // A second connection deletes the rows in a write transaction while
-        // this one reads them (WAL: the reader is not blocked, and the rows
-        // with id <= max_id in the range cannot change meanwhile) and a
-        // third thread encodes them. The transaction commits, with the
-        // manifest row, only once the file is in place; any failure rolls
-        // it back.
-        let (deleted_tx, deleted_rx) = mpsc::channel::<Result<u64, StoreError>>();
-        let (commit_tx, commit_rx) = mpsc::channel::<ColdFile>();
-        let deleter = scope.spawn(move || -> Result<(), StoreError> {
-            let mut conn = hot::open_connection(&db_path)?;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| StoreError::sqlite("start an export transaction", &db_path, e))?;
-            let deleted = tx
-                .execute(
-                    "DELETE FROM flows WHERE timestamp >= ?1 AND timestamp < ?2 AND id <= ?3",
-                    params![start, end, max_id],
-                )
-                .map(|n| n as u64)
-                .map_err(|e| StoreError::sqlite("delete exported rows", &db_path, e));
-            let failed = deleted.is_err();
-            let _ = deleted_tx.send(deleted);
-            if failed {
-                return Ok(());
-            }
-            // No file (an error elsewhere): the transaction rolls back on drop.
-            let Ok(file) = commit_rx.recv() else { return Ok(()) };
-            insert_manifest(&tx, &file, exported_at)
-                .map_err(|e| StoreError::sqlite("record an export in the manifest", &db_path, e))?;
-            tx.commit().map_err(|e| StoreError::sqlite("commit an export", &db_path, e))
-        });
-        let written = write_pipelined(pending, |send| {
-            hot::read_flows(hot.connection(), hot.path(), range, max_id, options.batch_rows, |batch| {
-                let rows = batch.num_rows() as u64;
-                send(batch)?;
-                on_event(ExportEvent::Rows(rows));
-                Ok(())
-            })
-        })?;
+    let committed = hot.with_write_transaction(|tx, _| {
         let deleted =
-            deleted_rx.recv().unwrap_or_else(|_| Err(StoreError::ThreadFailed { thread: "export delete" }));
-        let file = cold_file(dir, format!("{relative_dir}/{name}"), partition_start, &written);
-        let checked = match deleted {
-            Ok(deleted) if deleted == written.rows => Ok(()),
-            Ok(deleted) => {
-                Err(StoreError::ExportConflict { path: written.path.clone(), written: written.rows, deleted })
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = checked {
-            drop(commit_tx);
-            let _ = deleter.join();
-            remove_uncommitted(&written.path);
-            return Err(e);
+            tx.prepare_cached("DELETE FROM flows WHERE timestamp >= ?1 AND timestamp < ?2 AND id <= ?3")
+                .and_then(|mut stmt| stmt.execute(params![start, end, max_id]))
+                .map_err(|e| StoreError::sqlite("delete exported rows", &db_path, e))? as u64;
+        if deleted != written.rows {
+            return Err(StoreError::ExportConflict {
+                path: written.path.clone(),
+                written: written.rows,
+                deleted,
+            });
         }
-        on_event(ExportEvent::Renamed(&written.path));
-        if let Some(pause) = options.pause_after_rename {
-            std::thread::sleep(pause);
-        }
-        let _ = commit_tx.send(file.clone());
-        let result =
-            deleter.join().unwrap_or_else(|_| Err(StoreError::ThreadFailed { thread: "export delete" }));
-        if let Err(e) = result {
-            remove_uncommitted(&written.path);
-            return Err(e);
-        }
-        Ok(file)
+        insert_manifest(tx, &file, exported_at)
+            .map_err(|e| StoreError::sqlite("record an export in the manifest", &db_path, e))?;
+        Ok(())
     });
-    let file = committed?;
+    if let Err(e) = committed {
+        remove_uncommitted(&written.path);
+        return Err(e);
+    }
     on_event(ExportEvent::Committed(&file));
     tracing::debug!(file = %file.path.display(), rows = file.rows, bytes = file.bytes, "exported");
     Ok(file)

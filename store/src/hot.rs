@@ -25,9 +25,42 @@ use crate::{StoreError, TimeRange};
 /// Mode of a database file flowsql creates: owner read-write, group read.
 pub const DB_FILE_MODE: u32 = 0o640;
 
-/// Reads map the database instead of copying pages (reads and the export
-/// are mostly page copies otherwise).
-const MMAP_BYTES: i64 = 256 << 20;
+/// How a connection spends memory on the database.
+///
+/// Mapped database pages count as the process's resident memory once
+/// touched, and SQLite's page cache fills up to its limit on every
+/// connection that reads much: in the capturing process, whose writer and
+/// scheduled export touch every page of the hot tier, both would grow with
+/// the database. Readers (queries, `flowsql export`, `flowsql status`) trade
+/// that memory for speed: reading rows out of SQLite runs about 1.4x faster
+/// through the map (BENCHMARKS.md, "Store").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemoryUse {
+    /// A 32 MB page cache and reads through a 256 MiB memory map.
+    #[default]
+    Fast,
+    /// A 2 MiB page cache and no memory map: the capturing process's writer
+    /// and scheduled export.
+    Lean,
+}
+
+impl MemoryUse {
+    /// `PRAGMA cache_size` (negative: KiB).
+    fn cache_size(self) -> i64 {
+        match self {
+            MemoryUse::Fast => -32_000,
+            MemoryUse::Lean => -2_048,
+        }
+    }
+
+    /// `PRAGMA mmap_size` in bytes.
+    fn mmap_size(self) -> i64 {
+        match self {
+            MemoryUse::Fast => 256 << 20,
+            MemoryUse::Lean => 0,
+        }
+    }
+}
 
 /// Page size of a new database.
 const PAGE_SIZE: i64 = 32 * 1024;
@@ -43,7 +76,9 @@ const INSERT_COLUMNS: &str = "timestamp, id, connectionDirection, srcIP, dstIP, 
 /// Parameters per inserted row.
 const PARAMS_PER_ROW: usize = 11;
 
-/// How long a writer waits for another connection's write lock.
+/// How long a connection waits for another connection's write lock before
+/// its statement fails with SQLITE_BUSY (the store writer sets a shorter
+/// wait and retries on its own, see [`crate::writer`]).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The SQLite database of a data directory.
@@ -59,12 +94,12 @@ impl HotStore {
     /// Opens (creating it with mode 0640 if needed) the database at `path`
     /// and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        HotStore::open_with(path, MIGRATIONS)
+        HotStore::open_with(path, MIGRATIONS, MemoryUse::Fast)
     }
 
     /// [`open`](Self::open) with a given list of migrations (tests of
-    /// upgrades).
-    pub fn open_with(path: &Path, list: &[Migration]) -> Result<Self, StoreError> {
+    /// upgrades) and use of memory.
+    pub fn open_with(path: &Path, list: &[Migration], memory: MemoryUse) -> Result<Self, StoreError> {
         if !path.exists() {
             // SQLite would create it with the umask's mode; give it ours.
             OpenOptions::new()
@@ -88,9 +123,9 @@ impl HotStore {
                 tracing::warn!(database = %path.display(), mode, "SQLite refused WAL mode");
             }
             conn.pragma_update(None, "synchronous", "NORMAL")?;
-            conn.pragma_update(None, "cache_size", -32_000)?;
+            conn.pragma_update(None, "cache_size", memory.cache_size())?;
             conn.pragma_update(None, "temp_store", "MEMORY")?;
-            conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+            conn.pragma_update(None, "mmap_size", memory.mmap_size())?;
             conn.set_prepared_statement_cache_capacity(32);
             Ok(())
         };
@@ -124,14 +159,21 @@ impl HotStore {
         &mut self,
         f: impl FnOnce(&Transaction<'_>, &mut String) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let path = &self.path;
+        let path = self.path.clone();
+        let (tx, json) = self.begin_write()?;
+        let value = f(&tx, json)?;
+        tx.commit().map_err(|e| StoreError::sqlite("commit", path, e))?;
+        Ok(value)
+    }
+
+    /// Starts an immediate write transaction (rolled back when dropped
+    /// uncommitted), with the scratch string.
+    pub fn begin_write(&mut self) -> Result<(Transaction<'_>, &mut String), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::sqlite("start a write transaction", path, e))?;
-        let value = f(&tx, &mut self.json)?;
-        tx.commit().map_err(|e| StoreError::sqlite("commit", path, e))?;
-        Ok(value)
+            .map_err(|e| StoreError::sqlite("start a write transaction", &self.path, e))?;
+        Ok((tx, &mut self.json))
     }
 
     /// Calls `f` with the flows of `range`, in time order, in batches of at
@@ -208,19 +250,6 @@ impl HotStore {
             .map(|_| ())
             .map_err(self.err("write store_state"))
     }
-}
-
-/// Another connection to an existing, migrated database (WAL, same busy
-/// timeout), for work on another thread.
-pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite("open", path, e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| StoreError::sqlite("configure", path, e))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(|e| StoreError::sqlite("configure", path, e))?;
-    conn.pragma_update(None, "mmap_size", MMAP_BYTES)
-        .map_err(|e| StoreError::sqlite("configure", path, e))?;
-    Ok(conn)
 }
 
 /// Inserts `batch` (flows schema) with multi-row prepared INSERTs inside the
@@ -487,6 +516,22 @@ mod tests {
         assert_eq!(journal, "wal");
         let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("sync");
         assert_eq!(sync, 1, "NORMAL");
+    }
+
+    #[test]
+    fn lean_connections_map_nothing_and_cache_little() {
+        let dir = TempDir::new("hotlean");
+        let path = dir.path().join("flowsql.db");
+        let pragmas = |hot: &HotStore| -> (i64, i64) {
+            let conn = hot.connection();
+            let mmap = conn.query_row("PRAGMA mmap_size", [], |r| r.get(0)).expect("mmap_size");
+            let cache = conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).expect("cache_size");
+            (mmap, cache)
+        };
+        let fast = HotStore::open(&path).expect("open");
+        assert_eq!(pragmas(&fast), (256 << 20, -32_000));
+        let lean = HotStore::open_with(&path, MIGRATIONS, MemoryUse::Lean).expect("open lean");
+        assert_eq!(pragmas(&lean), (0, -2_048));
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub use batch::{FlowBatcher, FlowColumns, flows_from_batch};
 pub use cold::ColdFile;
 pub use error::StoreError;
 pub use export::{ExportEvent, ExportOptions, ExportReport, RetentionReport};
-pub use hot::HotStore;
+pub use hot::{HotStore, MemoryUse};
 pub use live::LiveRows;
 /// The SQLite binding the hot tier uses, for code that runs inside a write
 /// transaction ([`HotStore::with_write_transaction`]).

@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::export::{ExportOptions, SharedExportEvents, error_chain};
+use crate::export::{DEFAULT_MAX_FILE_ROWS, ExportOptions, SharedExportEvents, error_chain};
 use crate::store::Store;
 use crate::{StoreError, now_ns};
 
@@ -25,6 +25,8 @@ pub struct ExportSchedule {
     pub grace: Duration,
     /// Remove cold partitions older than this after each export.
     pub retain: Option<Duration>,
+    /// Rows per file at most, see [`ExportOptions::max_file_rows`].
+    pub max_file_rows: u64,
     /// Test hook, see [`ExportOptions::pause_after_rename`].
     #[doc(hidden)]
     pub pause_after_rename: Option<Duration>,
@@ -38,6 +40,7 @@ impl Default for ExportSchedule {
             every: Duration::from_secs(300),
             grace: Duration::from_secs(5),
             retain: None,
+            max_file_rows: DEFAULT_MAX_FILE_ROWS,
             pause_after_rename: None,
             on_event: None,
         }
@@ -50,6 +53,7 @@ impl std::fmt::Debug for ExportSchedule {
             .field("every", &self.every)
             .field("grace", &self.grace)
             .field("retain", &self.retain)
+            .field("max_file_rows", &self.max_file_rows)
             .finish_non_exhaustive()
     }
 }
@@ -113,7 +117,7 @@ fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         if store.is_none() {
-            match Store::open_without_recovery(&dir) {
+            match Store::open_for_capture(&dir) {
                 Ok(opened) => store = Some(opened),
                 Err(e) => {
                     tracing::error!(error = %error_chain(&e), "scheduled export: cannot open the store");
@@ -124,6 +128,7 @@ fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>) {
         let Some(open) = store.as_mut() else { continue };
         let options = ExportOptions {
             cutoff_ns: boundary,
+            max_file_rows: schedule.max_file_rows,
             pause_after_rename: schedule.pause_after_rename,
             ..ExportOptions::up_to(boundary)
         };

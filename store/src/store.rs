@@ -11,7 +11,8 @@ use arrow::record_batch::RecordBatch;
 
 use crate::cold::{self, ColdFile};
 use crate::export::{self, ExportEvent, ExportOptions, ExportReport, RecoveryReport, RetentionReport};
-use crate::hot::HotStore;
+use crate::hot::{HotStore, MemoryUse};
+use crate::migrations::MIGRATIONS;
 use crate::status::StoreStatus;
 use crate::{StoreError, TimeRange};
 
@@ -122,12 +123,23 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens the directory and database without touching the cold tier (the
-    /// store writer's connection).
+    /// Opens the directory and database without touching the cold tier.
     pub fn open_without_recovery(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        Store::open_using(root, MemoryUse::Fast)
+    }
+
+    /// [`open_without_recovery`](Self::open_without_recovery) for the
+    /// capturing process (its store writer and scheduled export): a small
+    /// page cache and no memory map, so that its resident memory does not
+    /// grow with the database (see [`MemoryUse`]).
+    pub fn open_for_capture(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        Store::open_using(root, MemoryUse::Lean)
+    }
+
+    fn open_using(root: impl Into<PathBuf>, memory: MemoryUse) -> Result<Store, StoreError> {
         let dir = DataDir::new(root);
         dir.create()?;
-        let mut hot = HotStore::open(&dir.db_path())?;
+        let mut hot = HotStore::open_with(&dir.db_path(), MIGRATIONS, memory)?;
         let store_id = store_id(&mut hot)?;
         Ok(Store { dir, hot, store_id })
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use flowsql_event::FlowBegin;
 use flowsql_store::batch::batch_from_flows;
@@ -463,4 +463,148 @@ fn writer_jobs_run_in_its_transactions_and_a_failing_job_is_isolated() {
         .collect();
     assert_eq!(extra, [1], "the failing job's write was rolled back alone");
     assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), 1);
+}
+
+/// Another connection on `dir`'s database that takes the write lock and
+/// keeps it until told to commit.
+fn hold_write_lock(dir: &Path) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let db = dir.join("flowsql.db");
+    let (locked_tx, locked_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let conn = flowsql_store::rusqlite::Connection::open(&db).expect("second connection");
+        conn.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
+        locked_tx.send(()).expect("tell");
+        let _ = release_rx.recv();
+        conn.execute_batch("COMMIT").expect("release the write lock");
+    });
+    locked_rx.recv().expect("the lock is taken");
+    (release_tx, holder)
+}
+
+#[test]
+fn the_writer_waits_out_a_locked_database_and_loses_nothing() {
+    let dir = TempDir::new("locked");
+    let config =
+        WriterConfig { batch_rows: 200, batch_age: Duration::from_millis(20), ..WriterConfig::default() };
+    let writer = StoreWriter::spawn(dir.path(), config).expect("spawn");
+    writer.send_blocking(synthetic::indexed_flow(1, 0));
+    writer.flush();
+    let store = Store::open(dir.path()).expect("open");
+
+    // For about 2 s (ten times the writer's own wait for the lock), another
+    // connection holds an IMMEDIATE transaction while flows keep coming.
+    let (release, holder) = hold_write_lock(dir.path());
+    let locked_at = Instant::now();
+    let mut sent = 1;
+    while locked_at.elapsed() < Duration::from_millis(1800) {
+        for _ in 0..50 {
+            assert!(writer.send(synthetic::indexed_flow(1, sent)), "flow {sent} refused");
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), 1, "nothing committed while locked");
+    std::thread::sleep(Duration::from_millis(2000).saturating_sub(locked_at.elapsed()));
+    release.send(()).expect("release");
+    holder.join().expect("holder");
+
+    writer.flush();
+    let done = writer.finish();
+    assert_eq!(done.rows_received, sent);
+    assert_eq!(done.rows_stored, sent, "{done:?}");
+    assert_eq!(done.rows_not_stored, 0, "{done:?}");
+    assert_eq!(done.store_failures, 0, "{done:?}");
+    assert!(done.busy_retries > 0, "the writer found the database locked and tried again: {done:?}");
+    let stored = sorted(rows(&store.flows(TimeRange::ALL).expect("read")));
+    assert_eq!(stored, sorted((0..sent).map(|i| synthetic::indexed_flow(1, i)).collect()), "each flow once");
+    let latest = store.status().expect("status").capture.latest.expect("a session");
+    assert_eq!((latest.rows_stored, latest.rows_not_stored), (sent, 0));
+}
+
+#[test]
+fn a_database_locked_beyond_the_bound_loses_counted_rows_and_writing_resumes() {
+    let dir = TempDir::new("lockedlong");
+    let config = WriterConfig {
+        batch_rows: 100,
+        batch_age: Duration::from_millis(20),
+        busy_retry_for: Duration::from_millis(300),
+        ..WriterConfig::default()
+    };
+    let writer = StoreWriter::spawn(dir.path(), config).expect("spawn");
+    writer.send_blocking(synthetic::indexed_flow(1, 0));
+    writer.flush();
+    let (release, holder) = hold_write_lock(dir.path());
+    for i in 1..=300 {
+        writer.send_blocking(synthetic::indexed_flow(1, i));
+    }
+    writer.flush();
+    let locked = writer.counters();
+    assert_eq!(locked.rows_stored, 1, "{locked:?}");
+    assert_eq!(locked.rows_not_stored, 300, "counted as loss after the bound: {locked:?}");
+    assert!(locked.store_failures > 0 && locked.busy_retries > 0, "{locked:?}");
+    release.send(()).expect("release");
+    holder.join().expect("holder");
+    for i in 301..=400 {
+        writer.send_blocking(synthetic::indexed_flow(1, i));
+    }
+    let done = writer.finish();
+    assert_eq!(done.rows_stored, 101, "writing resumed: {done:?}");
+    assert_eq!(done.rows_stored + done.rows_not_stored, done.rows_received);
+}
+
+#[test]
+fn beyond_the_backlog_bound_flows_are_counted_as_not_stored() {
+    let dir = TempDir::new("backlog");
+    let config = WriterConfig {
+        batch_rows: 100,
+        batch_age: Duration::from_millis(20),
+        channel_capacity: 500,
+        ..WriterConfig::default()
+    };
+    let writer = StoreWriter::spawn(dir.path(), config).expect("spawn");
+    writer.send_blocking(synthetic::indexed_flow(1, 0));
+    writer.flush();
+    let (release, holder) = hold_write_lock(dir.path());
+    // The writer is stuck on its first batch of 100; 500 more may wait.
+    let accepted = (1..=2000).filter(|&i| writer.send(synthetic::indexed_flow(1, i))).count() as u64;
+    assert!(writer.backlog() <= 500, "{}", writer.backlog());
+    assert!((500..=600).contains(&accepted), "{accepted}");
+    release.send(()).expect("release");
+    holder.join().expect("holder");
+    let done = writer.finish();
+    assert_eq!(done.rows_received, 2001);
+    assert_eq!(done.rows_stored, 1 + accepted, "{done:?}");
+    assert_eq!(done.rows_not_stored, 2000 - accepted, "{done:?}");
+}
+
+#[test]
+fn an_export_does_not_hold_the_write_lock_while_it_writes_its_file() {
+    let dir = TempDir::new("shortlock");
+    let mut store = Store::open(dir.path()).expect("open");
+    let flows: Vec<_> = (0..3000).map(|i| synthetic::indexed_flow(1, i)).collect();
+    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    let other = flowsql_store::rusqlite::Connection::open(dir.path().join("flowsql.db")).expect("connection");
+    // No waiting: a write fails at once if the export holds the lock.
+    other.busy_timeout(Duration::ZERO).expect("no busy wait");
+    let mut writes = Vec::new();
+    let options = ExportOptions { batch_rows: 500, ..ExportOptions::up_to(i64::MAX) };
+    let report = store
+        .export(&options, &mut |event| {
+            let moment = match event {
+                ExportEvent::Rows(_) => "while reading and encoding",
+                ExportEvent::Renamed(_) => "after the rename",
+                _ => return,
+            };
+            let result = other.execute_batch(
+                "BEGIN IMMEDIATE; INSERT INTO store_state (key, value) VALUES ('probe', 'x')
+                 ON CONFLICT (key) DO UPDATE SET value = value || 'x'; COMMIT;",
+            );
+            writes.push((moment, result.map_err(|e| e.to_string())));
+        })
+        .expect("export");
+    assert_eq!(report.rows, 3000);
+    assert!(writes.len() >= 6, "{writes:?}");
+    assert!(writes.iter().all(|(_, r)| r.is_ok()), "another connection could write all along: {writes:?}");
+    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), 0);
 }

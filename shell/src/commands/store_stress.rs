@@ -46,6 +46,7 @@ pub fn run(args: StoreStressArgs) -> anyhow::Result<ExitCode> {
         every: Duration::from_millis(args.export_every_ms.max(1)),
         grace: Duration::ZERO,
         retain: None,
+        max_file_rows: args.max_file_rows,
         pause_after_rename: args.pause_after_rename_ms.map(Duration::from_millis),
         on_event: Some(Arc::new(|event| match event {
             ExportEvent::Renamed(path) => say(&format!("renamed {}", path.display())),
