@@ -234,6 +234,16 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let session = Session::open(SessionOptions::new(&dir)).expect("session");
 
+    // Experiments: FLOWSQL_BENCH_SQL="stmt; stmt; ..." runs each statement
+    // (timed like the queries) and stops.
+    if let Ok(sqls) = std::env::var("FLOWSQL_BENCH_SQL") {
+        for sql in sqls.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let (time, lines) = time_flowsql(&runtime, &session, sql);
+            eprintln!("{:.3} s  {sql}\n    {:?}", time.as_secs_f64(), &lines[..lines.len().min(2)]);
+        }
+        return;
+    }
+
     // DuckDB reads the domains rows from a Parquet copy.
     let domains_parquet = dir.join("domains.parquet");
     if !domains_parquet.exists() {

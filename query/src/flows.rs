@@ -113,7 +113,8 @@ pub struct FlowsTable {
 
 impl FlowsTable {
     pub fn new(reader: Arc<StoreReader>, live: Option<Arc<dyn LiveFlows>>) -> Self {
-        FlowsTable { schema: flowsql_store::flows_schema(), reader, live }
+        let schema = crate::view_types::with_view_types(&flowsql_store::flows_schema());
+        FlowsTable { schema, reader, live }
     }
 }
 
@@ -196,8 +197,13 @@ impl TableProvider for FlowsTable {
             inputs.push(DataSourceExec::from_data_source(config));
         }
         if !snapshot.batches.is_empty() {
+            let batches = snapshot
+                .batches
+                .iter()
+                .map(|b| crate::view_types::cast_batch(b, &self.schema))
+                .collect::<Result<Vec<_>, _>>()?;
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[snapshot.batches],
+                &[batches],
                 Arc::clone(&self.schema),
                 projection.cloned(),
             )?);

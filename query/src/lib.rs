@@ -25,6 +25,7 @@ pub mod identifiers;
 pub mod live;
 pub mod store_tables;
 pub mod time_range;
+pub mod view_types;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -153,17 +154,17 @@ impl Session {
         let tables = vec![
             TableInfo {
                 name: "flows",
-                schema: flowsql_store::flows_schema(),
+                schema: view_types::with_view_types(&flowsql_store::flows_schema()),
                 description: "every TCP connection begin, one row per monitored endpoint",
             },
             TableInfo {
                 name: "domains",
-                schema: flowsql_store::domains_schema(),
+                schema: view_types::with_view_types(&flowsql_store::domains_schema()),
                 description: "DNS names of addresses, one row per address, name and validity period",
             },
             TableInfo {
                 name: "capture_stats",
-                schema: store_tables::capture_stats_schema(),
+                schema: view_types::with_view_types(&store_tables::capture_stats_schema()),
                 description: "the capture's counters over time, loss included",
             },
         ];

@@ -94,10 +94,11 @@ pub struct StoreTableProvider {
 
 impl StoreTableProvider {
     pub fn new(table: StoreTable, reader: Arc<StoreReader>) -> Self {
-        let schema = match table {
+        let stored = match table {
             StoreTable::Domains => flowsql_store::domains_schema(),
             StoreTable::CaptureStats => capture_stats_schema(),
         };
+        let schema = crate::view_types::with_view_types(&stored);
         StoreTableProvider { table, schema, reader, cache: Mutex::new(None) }
     }
 
@@ -121,6 +122,11 @@ impl StoreTableProvider {
                 }
                 StoreTable::CaptureStats => read_capture_stats(store)?,
             };
+            let batches = batches
+                .iter()
+                .map(|b| crate::view_types::cast_batch(b, &self.schema))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::InvalidBatch(e.to_string()))?;
             *cache = Some((version, batches.clone()));
             Ok(batches)
         })
