@@ -18,5 +18,6 @@ pub mod loader;
 
 pub use assemble::{Assembled, DnsStats, FlowAssembler};
 pub use loader::{
-    Capture, CaptureConfig, CaptureError, EventReader, Hook, KernelCounters, ProgramStats, RunTimeStats,
+    Capture, CaptureConfig, CaptureError, EventReader, Hook, KernelCounters, ProgramStats, RingBufFill,
+    RunTimeStats,
 };

@@ -20,6 +20,12 @@ use tokio::io::unix::AsyncFd;
 use crate::abi::{self, counter_slot};
 use crate::cgroup::{self, CgroupError};
 
+/// How long a program run that began before [`Capture::detach`] may still
+/// take: its record and counter updates land within it (runs take
+/// microseconds; the kernel frees the detached programs after an RCU grace
+/// period).
+pub const DETACH_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How often the reader drains the ring buffer without being woken.
 pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -150,6 +156,8 @@ impl KernelCounters {
 /// The loaded, attached programs. Dropping this detaches them.
 pub struct Capture {
     cgroup: Option<PathBuf>,
+    /// The attachments; dropping one detaches its program.
+    links: Vec<aya::programs::cgroup_skb::CgroupSkbLink>,
     counters: PerCpuArray<MapData, u64>,
     // Declared last: dropped after the maps taken from it.
     ebpf: Ebpf,
@@ -290,8 +298,8 @@ impl Capture {
             ebpf.take_map(abi::MAP_EVENTS).ok_or(CaptureError::MissingInObject(abi::MAP_EVENTS))?,
         )
         .map_err(|source| CaptureError::Map { map: abi::MAP_EVENTS, source })?;
-        let reader = EventReader::new(ring)?;
-        Ok((Capture { cgroup: None, counters, ebpf }, reader))
+        let reader = EventReader::new(ring, ring_buffer_bytes)?;
+        Ok((Capture { cgroup: None, links: Vec::new(), counters, ebpf }, reader))
     }
 
     fn attach_programs(&mut self, cgroup: PathBuf) -> Result<(), CaptureError> {
@@ -309,12 +317,14 @@ impl Capture {
                 .map_err(|source| CaptureError::Load { program, source })?;
             // Single: on kernels >= 5.7 aya attaches through a bpf_link, which
             // still coexists with other programs on the cgroup.
-            prog.attach(&cgroup_file, attach_type, CgroupAttachMode::Single).map_err(
-                |source| match &source {
+            let link = prog
+                .attach(&cgroup_file, attach_type, CgroupAttachMode::Single)
+                .and_then(|id| prog.take_link(id))
+                .map_err(|source| match &source {
                     ProgramError::SyscallError(e) if is_permission_error(&e.io_error) => privileges_error(),
                     _ => CaptureError::Attach { program, cgroup: cgroup.clone(), source },
-                },
-            )?;
+                })?;
+            self.links.push(link);
         }
         self.cgroup = Some(cgroup);
         Ok(())
@@ -385,6 +395,18 @@ impl Capture {
         Ok((result.return_value, result.duration))
     }
 
+    /// Detaches both programs now, keeping the maps: the counters can
+    /// still be read, and they no longer move (but for a program run that
+    /// began before, see [`DETACH_GRACE`]). With bpf_link attachments
+    /// (kernel 5.7 and later) this closes file descriptors and needs no
+    /// capability.
+    pub fn detach(&mut self) {
+        if !self.links.is_empty() {
+            self.links.clear();
+            tracing::info!(cgroup = ?self.cgroup, "capture detached");
+        }
+    }
+
     /// The cgroup the programs are attached to (`None`: loaded only).
     pub fn cgroup(&self) -> Option<&Path> {
         self.cgroup.as_deref()
@@ -413,9 +435,81 @@ impl Capture {
     }
 }
 
+/// How full the ring buffer is: bytes the kernel has submitted (or
+/// reserved) that the reader has not consumed yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingBufFill {
+    /// Pending bytes now.
+    pub pending_bytes: u64,
+    /// The most bytes found pending when the reader began a drain, since
+    /// the capture started.
+    pub max_pending_bytes: u64,
+    /// Size of the ring buffer's data area.
+    pub size_bytes: u64,
+}
+
+/// The ring buffer's consumer and producer positions, read through a
+/// read-only mapping of its first two pages (aya keeps its own mappings
+/// private). Reading them costs two loads, no system call.
+struct RingPositions {
+    base: std::ptr::NonNull<libc::c_void>,
+    page: usize,
+}
+
+// SAFETY: the mapping is read-only shared memory that only ever is read
+// with atomic loads; it is unmapped once, in Drop.
+unsafe impl Send for RingPositions {}
+// SAFETY: as above: concurrent atomic loads of shared memory are sound.
+unsafe impl Sync for RingPositions {}
+
+impl RingPositions {
+    fn map(fd: std::os::fd::BorrowedFd<'_>) -> Result<Self, CaptureError> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        // SAFETY: a new shared, read-only mapping of the ring buffer's
+        // consumer page (offset 0) and producer page (offset one page),
+        // which the kernel allows for any holder of the map's fd; it
+        // aliases no Rust object.
+        let base = unsafe {
+            libc::mmap(std::ptr::null_mut(), 2 * page, libc::PROT_READ, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+        };
+        if base == libc::MAP_FAILED {
+            return Err(CaptureError::Poll(io::Error::last_os_error()));
+        }
+        let base =
+            std::ptr::NonNull::new(base).ok_or(CaptureError::Poll(io::Error::other("mmap returned null")))?;
+        Ok(RingPositions { base, page })
+    }
+
+    fn load(&self, offset: usize) -> u64 {
+        // SAFETY: `offset` is 0 or one page, inside the two mapped pages;
+        // the kernel keeps an aligned 64-bit position at the start of each,
+        // updated atomically, so an atomic load of it is sound.
+        let position =
+            unsafe { &*self.base.as_ptr().cast::<u8>().add(offset).cast::<std::sync::atomic::AtomicU64>() };
+        position.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Bytes between the consumer and the producer.
+    fn pending(&self) -> u64 {
+        let consumer = self.load(0);
+        self.load(self.page).wrapping_sub(consumer)
+    }
+}
+
+impl Drop for RingPositions {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`, used by nothing else.
+        unsafe { libc::munmap(self.base.as_ptr(), 2 * self.page) };
+    }
+}
+
 /// Reads records from the ring buffer as they arrive.
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,
+    positions: RingPositions,
+    size_bytes: u64,
+    max_pending_bytes: u64,
 }
 
 impl std::fmt::Debug for EventReader {
@@ -425,13 +519,30 @@ impl std::fmt::Debug for EventReader {
 }
 
 impl EventReader {
-    fn new(ring: RingBuf<MapData>) -> Result<Self, CaptureError> {
+    fn new(ring: RingBuf<MapData>, size_bytes: u32) -> Result<Self, CaptureError> {
+        use std::os::fd::AsFd as _;
+        let positions = RingPositions::map(ring.as_fd())?;
         // SAFETY: the RingBuf owns its map's file descriptor and keeps it open,
         // unchanged, for as long as it lives; the AsyncFd owns the RingBuf, so
         // the descriptor outlives the registration.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(e.into_parts().1))?;
-        Ok(EventReader { ring })
+        Ok(EventReader { ring, positions, size_bytes: u64::from(size_bytes), max_pending_bytes: 0 })
+    }
+
+    /// How full the ring buffer is now, and was at its fullest.
+    pub fn fill(&self) -> RingBufFill {
+        let pending_bytes = self.positions.pending();
+        RingBufFill {
+            pending_bytes,
+            max_pending_bytes: self.max_pending_bytes.max(pending_bytes),
+            size_bytes: self.size_bytes,
+        }
+    }
+
+    /// Notes the fill before a drain.
+    fn note_fill(&mut self) {
+        self.max_pending_bytes = self.max_pending_bytes.max(self.positions.pending());
     }
 
     /// Waits until records are available, then hands each one to `handle`
@@ -445,11 +556,15 @@ impl EventReader {
             let read = match tokio::time::timeout(DRAIN_INTERVAL, self.ring.readable_mut()).await {
                 Ok(guard) => {
                     let mut guard = guard.map_err(CaptureError::Poll)?;
+                    self.max_pending_bytes = self.max_pending_bytes.max(self.positions.pending());
                     let read = Self::drain_ring(guard.get_inner_mut(), &mut handle);
                     guard.clear_ready();
                     read
                 }
-                Err(_) => Self::drain_ring(self.ring.get_mut(), &mut handle),
+                Err(_) => {
+                    self.note_fill();
+                    Self::drain_ring(self.ring.get_mut(), &mut handle)
+                }
             };
             if read > 0 {
                 return Ok(read);
@@ -460,6 +575,7 @@ impl EventReader {
     /// Hands every record already in the ring buffer to `handle`, without
     /// waiting. Used at shutdown, after the programs are detached.
     pub fn drain(&mut self, mut handle: impl FnMut(&[u8])) -> usize {
+        self.note_fill();
         Self::drain_ring(self.ring.get_mut(), &mut handle)
     }
 

@@ -34,6 +34,10 @@ pub enum StoreError {
         "database {path} has schema version {found}, newer than the {known} migrations this flowsql knows"
     )]
     SchemaTooNew { path: PathBuf, found: i64, known: usize },
+    #[error(
+        "database {path} has schema version {found}, older than the {known} migrations this flowsql knows; a read-only open cannot migrate it: run `flowsql export` (or a capture) on it once as its owner"
+    )]
+    SchemaTooOld { path: PathBuf, found: i64, known: usize },
     #[error("failed to write Parquet file {path}")]
     ParquetWrite {
         path: PathBuf,

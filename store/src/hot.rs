@@ -122,6 +122,11 @@ impl HotStore {
             if !mode.eq_ignore_ascii_case("wal") {
                 tracing::warn!(database = %path.display(), mode, "SQLite refused WAL mode");
             }
+            // Keep the -wal and -shm files when the last connection closes:
+            // readers without write access to the directory (flowsql query
+            // as a member of the data directory's group) can only open a
+            // WAL database whose -wal and -shm exist (see `open_read_only`).
+            conn.file_control(Some(rusqlite::MAIN_DB), rusqlite::FileControl::PersistWal(&mut 1))?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "cache_size", memory.cache_size())?;
             conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -131,6 +136,74 @@ impl HotStore {
         };
         setup(&conn).map_err(|e| StoreError::sqlite("configure (WAL, synchronous=NORMAL)", path, e))?;
         migrations::apply(&mut conn, list, path)?;
+        Ok(HotStore { conn, path: path.to_owned(), json: String::new() })
+    }
+
+    /// Opens an existing database for reading only: nothing is created,
+    /// migrated or written (`SQLITE_OPEN_READONLY` and `PRAGMA query_only`),
+    /// so read access to the data directory and its files is all it needs.
+    ///
+    /// A WAL database needs its `-wal` and `-shm` files to be read: they
+    /// exist while a writer has it open, and stay after (writers keep them,
+    /// see [`open_with`](Self::open_with)); a reader that cannot write the
+    /// `-shm` reads it as it is, or, when no writer has it open, builds its
+    /// index of the WAL in its own memory. Only a database whose last writer
+    /// removed them (an older flowsql, another SQLite tool) is opened
+    /// `immutable`: nobody has it open, and every commit is in the database
+    /// file.
+    pub fn open_read_only(path: &Path, memory: MemoryUse) -> Result<Self, StoreError> {
+        let read_only = |immutable: bool| -> Result<Connection, StoreError> {
+            let open = |e| StoreError::sqlite("open (read-only)", path, e);
+            let conn = if immutable {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI;
+                Connection::open_with_flags(format!("file:{}?immutable=1", uri_path(path)), flags)
+                    .map_err(open)?
+            } else {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                Connection::open_with_flags(path, flags).map_err(open)?
+            };
+            let setup = |conn: &Connection| -> rusqlite::Result<()> {
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                conn.pragma_update(None, "query_only", true)?;
+                conn.pragma_update(None, "cache_size", memory.cache_size())?;
+                conn.pragma_update(None, "temp_store", "MEMORY")?;
+                conn.pragma_update(None, "mmap_size", memory.mmap_size())?;
+                conn.set_prepared_statement_cache_capacity(32);
+                Ok(())
+            };
+            setup(&conn).map_err(|e| StoreError::sqlite("configure (read-only)", path, e))?;
+            Ok(conn)
+        };
+        if !path.is_file() {
+            let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+            return Err(StoreError::io("open", path, missing));
+        }
+        let conn = read_only(false)?;
+        // The first read opens the WAL: this is where a missing -wal that
+        // cannot be created shows.
+        let conn = match migrations::schema_version(&conn) {
+            Ok(_) => conn,
+            Err(e) if wal_missing(path) && cannot_open_wal(&e) => {
+                tracing::debug!(database = %path.display(), "no -wal file and no right to create it: reading the database file as it is (immutable)");
+                drop(conn);
+                read_only(true)?
+            }
+            Err(e) => return Err(StoreError::sqlite("read the schema version", path, e)),
+        };
+        let version = migrations::schema_version(&conn)
+            .map_err(|e| StoreError::sqlite("read the schema version", path, e))?;
+        let known = MIGRATIONS.len();
+        match usize::try_from(version).unwrap_or(usize::MAX) {
+            found if found > known => {
+                return Err(StoreError::SchemaTooNew { path: path.to_owned(), found: version, known });
+            }
+            found if found < known => {
+                return Err(StoreError::SchemaTooOld { path: path.to_owned(), found: version, known });
+            }
+            _ => {}
+        }
         Ok(HotStore { conn, path: path.to_owned(), json: String::new() })
     }
 
@@ -250,6 +323,33 @@ impl HotStore {
             .map(|_| ())
             .map_err(self.err("write store_state"))
     }
+}
+
+/// Whether the database at `path` has no `-wal` file beside it.
+fn wal_missing(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    !Path::new(&wal).exists()
+}
+
+/// Whether `error` is SQLite failing to open or create the WAL of a
+/// read-only connection.
+fn cannot_open_wal(error: &rusqlite::Error) -> bool {
+    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen))
+}
+
+/// `path` for a `file:` URI: `%`, `?` and `#` escaped.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut out = String::new();
+    for &byte in path.as_os_str().as_bytes() {
+        match byte {
+            b'%' | b'?' | b'#' => out.push_str(&format!("%{byte:02X}")),
+            _ if byte.is_ascii() && !byte.is_ascii_control() => out.push(char::from(byte)),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
 }
 
 /// Inserts `batch` (flows schema) with multi-row prepared INSERTs inside the

@@ -25,6 +25,7 @@ pub mod domains;
 pub mod export;
 pub mod hot;
 mod json_list;
+pub mod latency;
 pub mod live;
 pub mod migrations;
 pub mod schedule;

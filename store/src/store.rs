@@ -144,6 +144,18 @@ impl Store {
         Ok(Store { dir, hot, store_id })
     }
 
+    /// Opens the data directory `root` for reading only (queries, status):
+    /// nothing is created, migrated, recovered or written, so a user who may
+    /// only read the directory and its files (the data directory's group)
+    /// can use it, whether a capture is writing to it or not (see
+    /// [`HotStore::open_read_only`]). Such a store must not export.
+    pub fn open_read_only(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let dir = DataDir::new(root);
+        let hot = HotStore::open_read_only(&dir.db_path(), MemoryUse::Fast)?;
+        let store_id = hot.state("storeId")?.unwrap_or_default();
+        Ok(Store { dir, hot, store_id })
+    }
+
     pub fn dir(&self) -> &DataDir {
         &self.dir
     }

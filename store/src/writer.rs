@@ -39,6 +39,7 @@ use rusqlite::{Transaction, params};
 
 use crate::batch::FlowBatcher;
 use crate::hot::insert_flows_in;
+use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::live::LiveRows;
 use crate::store::Store;
 use crate::{StoreError, now_ns};
@@ -143,6 +144,9 @@ pub struct WriterCounters {
     /// Write attempts that found the database busy or locked and were tried
     /// again (no loss).
     pub busy_retries: u64,
+    /// Transactions committed (flows and write jobs) and how long each took,
+    /// from its start to its commit.
+    pub commit_latency: LatencySnapshot,
 }
 
 #[derive(Debug, Default)]
@@ -152,6 +156,7 @@ struct Shared {
     not_stored: AtomicU64,
     failures: AtomicU64,
     busy_retries: AtomicU64,
+    commit_latency: LatencyHistogram,
     /// Messages in the channel that count against `channel_capacity`.
     queued: AtomicUsize,
 }
@@ -164,6 +169,7 @@ impl Shared {
             rows_not_stored: self.not_stored.load(Ordering::Relaxed),
             store_failures: self.failures.load(Ordering::Relaxed),
             busy_retries: self.busy_retries.load(Ordering::Relaxed),
+            commit_latency: self.commit_latency.snapshot(),
         }
     }
 
@@ -534,7 +540,13 @@ impl Worker {
         loop {
             let result = match (self.open(), self.store.as_mut()) {
                 (Ok(true), Some(store)) => {
-                    try_commit(store, &mut self.jobs, self.config.live.as_deref(), batch.as_ref())
+                    let began = Instant::now();
+                    let result =
+                        try_commit(store, &mut self.jobs, self.config.live.as_deref(), batch.as_ref());
+                    if result.is_ok() {
+                        self.shared.commit_latency.record(began.elapsed());
+                    }
+                    result
                 }
                 (Err(e), _) => Err(e),
                 (Ok(_), _) => {
@@ -687,7 +699,14 @@ impl Worker {
         let counters = self.shared.snapshot();
         let capture = &self.capture;
         let session = self.session_ns;
-        let extra = serde_json::to_string(&capture.counters).unwrap_or_else(|_| "{}".to_owned());
+        // The writer's own counters beside the capture's, as the metrics
+        // show them.
+        let mut named = capture.counters.clone();
+        named.insert("rowsReceived".to_owned(), counters.rows_received);
+        named.insert("busyRetries".to_owned(), counters.busy_retries);
+        named.insert("commits".to_owned(), counters.commit_latency.count);
+        named.insert("commitNanos".to_owned(), counters.commit_latency.sum_ns);
+        let extra = serde_json::to_string(&named).unwrap_or_else(|_| "{}".to_owned());
         store.hot_mut().with_write_transaction(|tx, _| {
             tx.execute(
                 "INSERT OR REPLACE INTO capture_stats
