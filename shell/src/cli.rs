@@ -12,13 +12,30 @@ use clap::{Args, Parser, Subcommand};
     about = "Record every TCP connection begin with eBPF and query the flows with SQL"
 )]
 pub struct Cli {
-    /// Log level or filter for messages on stderr (error, warn, info, debug,
-    /// trace, or a tracing filter such as flowsql_capture=debug). Default: RUST_LOG, else warn.
-    #[arg(long, global = true, value_name = "LEVEL")]
-    pub log_level: Option<String>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Options every command takes. Each setting also comes from the
+/// environment (FLOWSQL_*) and the configuration file: flags win over the
+/// environment, which wins over the file (see `flowsql config`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML). Default: FLOWSQL_CONFIG, else /etc/flowsql/config.toml if it exists.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter such as
+    /// flowsql_capture=debug). Default: FLOWSQL_LOG_LEVEL, else RUST_LOG, else log.level, else warn.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Write log messages to this file instead of stderr (reopened on SIGHUP, for log rotation).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,17 +50,20 @@ pub enum Command {
     Shell(ShellArgs),
     /// Run SQL and print the results, for scripts: exit status 0 only if every statement worked.
     Query(QueryArgs),
+    /// Print the configuration in effect (TOML), with where each value comes from.
+    Config(ConfigArgs),
     /// Test harness only: write generated flows through the store writer and the scheduled export.
     #[command(hide = true)]
     StoreStress(StoreStressArgs),
 }
 
 /// Where the flows are stored.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct DataDirArgs {
     /// Data directory (created 0750): flowsql.db and flows/date=YYYY-MM-DD/hour=HH/*.parquet.
-    /// Default: /var/lib/flowsql as root, else $XDG_DATA_HOME/flowsql (~/.local/share/flowsql).
-    #[arg(long, env = "FLOWSQL_DATA_DIR", value_name = "DIR")]
+    /// Default: FLOWSQL_DATA_DIR, else data_dir in the configuration file, else /var/lib/flowsql as
+    /// root, else $XDG_DATA_HOME/flowsql (~/.local/share/flowsql).
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -53,34 +73,72 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// cgroup v2 directory to watch, with everything below it. Default: the
-    /// root of the unified hierarchy (found in /proc/mounts), i.e. the whole host.
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
-
     /// Stop after this many seconds. Default: run until SIGINT or SIGTERM.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-
-    /// Size of the kernel ring buffer in bytes (a power of two).
-    #[arg(long, value_name = "BYTES", default_value_t = flowsql_capture::loader::DEFAULT_RING_BUFFER_BYTES)]
-    pub ring_buffer_bytes: u32,
-
-    #[command(flatten)]
-    pub store: DataDirArgs,
 
     /// Do not store the flows, only print them (needs --json).
     #[arg(long)]
     pub no_store: bool,
 
+    #[command(flatten)]
+    pub settings: CaptureSettingsArgs,
+}
+
+/// The capture's settings as flags; each also has a key in the
+/// configuration file and an environment variable (`flowsql config`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CaptureSettingsArgs {
+    #[command(flatten)]
+    pub store: DataDirArgs,
+
+    /// cgroup v2 directory to watch, with everything below it. Default: the
+    /// root of the unified hierarchy (found in /proc/mounts), i.e. the whole host.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Size of the kernel ring buffer in bytes, a power of two (4194304, 4MiB). Default: 4 MiB.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub ring_buffer_bytes: Option<u64>,
+
     /// Move closed windows of this length from SQLite to Parquet this often (e.g. 5m, 1h).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
-    pub export_every: Duration,
+    /// Default: 5m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub export_every: Option<Duration>,
 
     /// Remove Parquet partitions older than this (e.g. 30d); never touches rows not yet exported.
     /// Default: keep everything.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retain: Option<Duration>,
+
+    /// Serve Prometheus metrics over HTTP on HOST:PORT (GET /metrics), e.g. 127.0.0.1:9464
+    /// (port 0: any free port, logged). Default: no metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+
+    /// On SIGTERM or SIGINT, exit after this long at most, even if the store has not committed
+    /// every row (they are then counted in the log). Default: 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+
+    /// DNS name cache: addresses held at most. Default: 65536.
+    #[arg(long, value_name = "N")]
+    pub name_cache_max_addresses: Option<usize>,
+
+    /// DNS name cache: names held per address at most. Default: 32.
+    #[arg(long, value_name = "N")]
+    pub name_cache_max_names_per_address: Option<usize>,
+
+    /// DNS name cache: memory held at most (16777216, 16MiB). Default: 16 MiB.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub name_cache_max_bytes: Option<u64>,
+}
+
+/// `flowsql config`: the same settings as `flowsql capture`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub settings: CaptureSettingsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +237,11 @@ pub struct StoreStressArgs {
     /// runs killed before their exports commit leave more and more).
     #[arg(long, default_value_t = 20_000)]
     pub max_file_rows: u64,
+}
+
+/// A byte count: `4194304`, `4MiB`, `512KiB`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    crate::config::parse_size(text)
 }
 
 /// `5m`, `30d`, `1h 30m`, `90s` (humantime).

@@ -4,11 +4,15 @@
 
 mod cli;
 mod commands;
+mod config;
 mod logging;
+mod metrics;
 mod output;
+mod privileges;
 mod repl;
 mod runner;
 mod sql_text;
+mod systemd;
 
 use std::process::ExitCode;
 
@@ -16,10 +20,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    // The interactive shell owns its terminal: its logs go to a file.
-    let log_file = matches!(cli.command, cli::Command::Shell(_)).then(repl::log_path).flatten();
-    init_logging(cli.log_level.as_deref(), log_file);
-    match commands::run(cli.command) {
+    let (config, logging) = match setup(&cli) {
+        Ok(setup) => setup,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    match commands::run(cli, config, logging) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {}", error_chain(&error));
@@ -46,18 +54,21 @@ fn error_chain(error: &anyhow::Error) -> String {
     text
 }
 
-/// Logs go to stderr, never stdout (which carries data), or to `file` (the
-/// shell's; opened at the first message). The level comes from
-/// `--log-level`, else `RUST_LOG`, else `warn`.
-fn init_logging(level: Option<&str>, file: Option<std::path::PathBuf>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+/// Reads the configuration (file, environment, flags) and installs the
+/// logger it asks for: stderr (never stdout, which carries data), or a file.
+/// The interactive shell owns its terminal: its logs go to a file.
+fn setup(cli: &cli::Cli) -> anyhow::Result<(config::Config, logging::Logging)> {
+    let config = commands::load_config(cli)?;
+    let shell = matches!(cli.command, cli::Command::Shell(_));
+    let destination = match (&config.log_file.value, shell) {
+        (Some(path), false) => logging::Destination::File(path.clone()),
+        (Some(path), true) => logging::Destination::LazyFile(path.clone()),
+        (None, true) => repl::log_path().map_or(logging::Destination::Stderr, logging::Destination::LazyFile),
+        (None, false) => logging::Destination::Stderr,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(path) => builder.with_ansi(false).with_writer(logging::LazyFile::new(path)).init(),
-        None => builder.with_writer(std::io::stderr).init(),
+    let logging = logging::init(&config.log_level.value, destination)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
     }
+    Ok((config, logging))
 }

@@ -121,7 +121,7 @@ fn sql_from_stdin() {
         flowsql(
             &data,
             &["query", "--format", "ndjson", "-f", "-"],
-            "SELECT dstIP FROM flows WHERE ip_in_cidr(dstIP, '10.0.0.0/8');\n"
+            "SELECT dstIP FROM flows WHERE ip_in_cidr(dstIP, '10.0.0.0/8') ORDER BY dstIP;\n"
         )
     );
 }

@@ -6,11 +6,15 @@ use anyhow::Context as _;
 
 use crate::cli::DataDirArgs;
 
-/// `--data-dir`, else `FLOWSQL_DATA_DIR` (clap reads both), else
-/// `/var/lib/flowsql` as root, else the XDG data directory.
+/// `--data-dir`, else `FLOWSQL_DATA_DIR`, else `/var/lib/flowsql` as root,
+/// else the XDG data directory. (Commands take theirs from the
+/// configuration; this is for the test harness commands.)
 pub fn resolve(args: &DataDirArgs) -> anyhow::Result<PathBuf> {
     if let Some(dir) = &args.data_dir {
         return Ok(dir.clone());
+    }
+    if let Some(dir) = std::env::var_os("FLOWSQL_DATA_DIR").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {

@@ -11,9 +11,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::data_dir::{self, grouped, human_bytes};
 use crate::cli::ExportArgs;
+use crate::config::Config;
 
-pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let dir = data_dir::resolve(&args.store)?;
+pub fn run(args: ExportArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let dir = config.data_dir()?;
     let now = now_ns();
     let since = args.since.as_deref().map(|t| data_dir::parse_time(t, now)).transpose()?;
     let until = args.until.as_deref().map(|t| data_dir::parse_time(t, now)).transpose()?;

@@ -9,10 +9,11 @@ use anyhow::Context as _;
 
 use super::shell::open_session;
 use crate::cli::QueryArgs;
+use crate::config::Config;
 use crate::runner::Runner;
 
-pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let dir = super::data_dir::resolve(&args.store)?;
+pub fn run(args: QueryArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let dir = config.data_dir()?;
     // Read the script before opening anything: a missing file is the error.
     let script = match &args.file {
         Some(path) if path.as_os_str() == "-" => {

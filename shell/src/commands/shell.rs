@@ -7,27 +7,31 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use flowsql_capture::CaptureConfig;
 use flowsql_query::{LiveFlows, Session, SessionOptions};
-use flowsql_store::{ExportSchedule, LiveRows};
+use flowsql_store::LiveRows;
 
-use super::capture::{BackgroundCapture, CaptureRun};
+use super::capture::{BackgroundCapture, CaptureRun, StoreSettings, export_schedule};
 use crate::cli::ShellArgs;
+use crate::config::Config;
 use crate::repl::{self, ReplOptions};
 
-pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
-    let dir = super::data_dir::resolve(&args.store)?;
+pub fn run(args: ShellArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let dir = config.data_dir()?;
     // With --capture: attach first (and say why not, before any prompt),
     // then query the store and the capture's uncommitted rows together.
     let live = args.capture.then(LiveRows::new);
     let capture = match &live {
         Some(live) => {
-            let config = CaptureConfig { cgroup: args.cgroup.clone(), ..CaptureConfig::default() };
             let run = CaptureRun {
-                config,
+                config: CaptureConfig {
+                    cgroup: config.cgroup.value.clone(),
+                    ring_buffer_bytes: config.ring_buffer_bytes.value,
+                },
+                name_cache: config.name_cache(),
                 duration: None,
                 out: None,
-                store: Some((dir.clone(), ExportSchedule::default())),
+                store: Some(StoreSettings { dir: dir.clone(), schedule: export_schedule(config) }),
                 live: Some(Arc::clone(live)),
-                handle_signals: false,
+                service: None,
             };
             Some(BackgroundCapture::start(run)?)
         }
@@ -40,8 +44,11 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("failed to start the async runtime")?;
     if capture.is_some() {
-        let watched =
-            args.cgroup.as_deref().map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string());
+        let watched = config
+            .cgroup
+            .value
+            .as_deref()
+            .map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string());
         println!(
             "capturing TCP connection begins of {watched} into {}: flows appear in `flows` at once",
             dir.display()

@@ -8,16 +8,18 @@ use flowsql_event::format_timestamp;
 use flowsql_store::Store;
 use flowsql_store::status::{SessionCounters, StoreStatus};
 
-use super::data_dir::{self, grouped, human_bytes};
+use super::data_dir::{grouped, human_bytes};
 use crate::cli::StatusArgs;
+use crate::config::Config;
 
-pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let dir = data_dir::resolve(&args.store)?;
+pub fn run(args: StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let dir = config.data_dir()?;
     if !dir.join("flowsql.db").exists() {
         anyhow::bail!("{} holds no flowsql data (no flowsql.db)", dir.display());
     }
-    let store =
-        Store::open(&dir).with_context(|| format!("failed to open the data directory {}", dir.display()))?;
+    // Read-only: reading the directory is all `status` needs.
+    let store = Store::open_read_only(&dir)
+        .with_context(|| format!("failed to open the data directory {}", dir.display()))?;
     let status = store.status().with_context(|| format!("failed to read the status of {}", dir.display()))?;
     if args.json {
         println!("{}", to_json(&status));
