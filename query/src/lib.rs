@@ -119,6 +119,30 @@ pub struct TableInfo {
     pub description: &'static str,
 }
 
+/// Opens the store read-only: queries never write, so reading the data
+/// directory is all they need (a member of its group can query a store
+/// that root's capture writes). A data directory with no database yet is
+/// created first, when the user may (a new user's first `flowsql shell`).
+fn open_for_reading(dir: &std::path::Path) -> Result<Store, flowsql_store::StoreError> {
+    let db = flowsql_store::DataDir::new(dir).db_path();
+    if !db.exists() {
+        drop(Store::open_without_recovery(dir)?);
+    }
+    match Store::open_read_only(dir) {
+        // A database of an older flowsql: upgraded in place by whoever may
+        // write it (for anyone else the error says what to run).
+        Err(flowsql_store::StoreError::SchemaTooOld { .. }) if writable(&db) => {
+            drop(Store::open_without_recovery(dir)?);
+            Store::open_read_only(dir)
+        }
+        other => other,
+    }
+}
+
+fn writable(path: &std::path::Path) -> bool {
+    std::fs::OpenOptions::new().append(true).open(path).is_ok()
+}
+
 /// A SQL session over one data directory.
 pub struct Session {
     ctx: SessionContext,
@@ -137,7 +161,7 @@ impl Session {
     /// query runs (cold files are found through the manifest at scan time).
     pub fn open(options: SessionOptions) -> Result<Session, QueryError> {
         let dir = options.data_dir.clone();
-        let store = Store::open_without_recovery(&options.data_dir)
+        let store = open_for_reading(&options.data_dir)
             .map_err(|source| QueryError::Open { dir, source: Box::new(source) })?;
         let reader = Arc::new(StoreReader::new(store));
         let mut config = SessionConfig::new().with_information_schema(true);
