@@ -246,10 +246,10 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 
 /// `5m`, `30d`, `1h 30m`, `90s` (humantime).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration =
-        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 5m, 1h, 30d)"))?;
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 5m, 1h, 30d)"))?;
     if duration.is_zero() {
-        return Err("must be more than zero".into());
+        return Err(format!("{text:?} is not a duration longer than zero"));
     }
     Ok(duration)
 }

@@ -95,7 +95,14 @@ pub fn init(level: &str, destination: Destination) -> anyhow::Result<Logging> {
                     .with_writer(io::stderr),
             )
             .try_init(),
-        (None, false) => registry.with(tracing_subscriber::fmt::layer().with_writer(io::stderr)).try_init(),
+        // Colours only on a terminal: not in files stderr is redirected to.
+        (None, false) => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+                    .with_writer(io::stderr),
+            )
+            .try_init(),
     }
     .context("cannot install the logger")?;
     Ok(Logging { filter: handle, file, level: Arc::new(Mutex::new(level.to_owned())) })

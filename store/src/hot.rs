@@ -176,9 +176,15 @@ impl HotStore {
             setup(&conn).map_err(|e| StoreError::sqlite("configure (read-only)", path, e))?;
             Ok(conn)
         };
-        if !path.is_file() {
-            let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
-            return Err(StoreError::io("open", path, missing));
+        // A directory this user may not search is "permission denied", not
+        // "not found".
+        match std::fs::metadata(path) {
+            Ok(metadata) if metadata.is_file() => {}
+            Ok(_) => {
+                let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+                return Err(StoreError::io("open", path, missing));
+            }
+            Err(e) => return Err(StoreError::io("open", path, e)),
         }
         let conn = read_only(false)?;
         // The first read opens the WAL: this is where a missing -wal that
