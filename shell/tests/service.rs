@@ -265,13 +265,12 @@ struct RunningCapture {
 
 impl RunningCapture {
     fn start(args: &[&OsStr]) -> RunningCapture {
-        let mut child = flowsql()
-            .arg("capture")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("flowsql capture starts");
+        RunningCapture::start_with(flowsql().arg("capture").args(args))
+    }
+
+    fn start_with(command: &mut Command) -> RunningCapture {
+        let mut child =
+            command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("flowsql capture starts");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let shared = Arc::clone(&log);
@@ -450,7 +449,19 @@ fn metrics_scraped_during_a_capture_match_the_store_and_capture_stats() {
     let data = dir.path().join("data");
     let server = Server::start(&netpeer, Place::outside(), "127.0.0.1:0", &[]);
     let started = flowsql_store::now_ns() as f64 / 1e9;
-    let mut capture = RunningCapture::start(&[
+    // A configuration file to change and reload (SIGHUP), and a socket that
+    // plays systemd's part for sd_notify.
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[capture]\nshutdown_timeout = \"10s\"\n").expect("write config");
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    notify.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let notified = || -> String {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a message on NOTIFY_SOCKET");
+        text(&buf[..n])
+    };
+    let args: [&OsStr; 12] = [
         "--data-dir".as_ref(),
         data.as_os_str(),
         "--cgroup".as_ref(),
@@ -466,7 +477,12 @@ fn metrics_scraped_during_a_capture_match_the_store_and_capture_stats() {
         // last export show within the test.
         "--export-every".as_ref(),
         "1s".as_ref(),
-    ]);
+    ];
+    let mut capture = RunningCapture::start_with(
+        flowsql().arg("capture").arg("--config").arg(&config).args(args).env("NOTIFY_SOCKET", &notify_path),
+    );
+    // Type=notify: ready once attached.
+    assert_eq!(notified(), "READY=1\nSTATUS=capturing");
     // Logged once attached and serving.
     let line = capture.wait_for_line("serving metrics at http://", Duration::from_secs(30));
     let addr = line
@@ -621,9 +637,27 @@ fn metrics_scraped_during_a_capture_match_the_store_and_capture_stats() {
         );
     }
 
+    // SIGHUP reloads the file: what can change without detaching does, the
+    // rest is named as needing a restart; systemd hears of it.
+    // (metrics_addr in the file changes nothing: the flag still wins.)
+    std::fs::write(
+        &config,
+        "[capture]\nshutdown_timeout = \"12s\"\nmetrics_addr = \"127.0.0.1:1\"\n[capture.name_cache]\nmax_addresses = 1000\n",
+    )
+    .expect("rewrite config");
+    capture.signal(libc::SIGHUP);
+    assert!(notified().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(notified(), "READY=1");
+    capture.wait_for_line("SIGHUP: shutdown timeout 12s", Duration::from_secs(10));
+    let restart = capture.wait_for_line("take effect only after a restart", Duration::from_secs(1));
+    assert!(restart.ends_with("settings=capture.name_cache"), "{restart}");
+    // Still serving, on the same address.
+    sample(&parse_metrics(&scrape(&addr)), "flowsql_events_total{kind=\"flow\"}");
+
     capture.signal(libc::SIGTERM);
     let (status, log) = capture.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "{status}:\n{log}");
+    assert_eq!(notified(), "STOPPING=1");
 }
 
 #[test]
@@ -703,6 +737,7 @@ fn sigterm_during_a_burst_stores_every_captured_flow_once() {
         &data,
         "SELECT count(*) AS n FROM (SELECT DISTINCT timestamp, connectionDirection, srcIP, srcPort, dstIP, dstPort FROM flows)",
     );
+    eprintln!("{made} connections made, {events} flows captured, {stored} stored, stop took {took:?}");
     assert_eq!(distinct, stored, "no flow is stored twice");
     assert_eq!(stored, events, "every flow the kernel delivered is stored ({made} connections made)");
     assert_eq!(stats["rowsStored"].as_u64(), Some(stored));
