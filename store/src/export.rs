@@ -86,7 +86,11 @@ const FLOWS: &str = "flows";
 pub struct ExportOptions {
     /// Rows with `timestamp < cutoff_ns` are exported.
     pub cutoff_ns: i64,
-    /// Rows read from SQLite per batch.
+    /// Rows read from SQLite per batch: the export's memory is about one
+    /// batch (the Parquet encoder holds its column chunks compressed). A
+    /// row can hold many names (a CDN address answered for 32 names gives
+    /// each flow to it 32), so batches stay small: 8,192 rows of 32 names
+    /// are ~5 MB, 65,536 were ~45 MB of resident memory in the capture.
     pub batch_rows: usize,
     /// Rows per file at most (an hour with more is split by time): bounds
     /// the export's memory and how long its transaction holds SQLite's write
@@ -104,7 +108,7 @@ impl ExportOptions {
     pub fn up_to(cutoff_ns: i64) -> Self {
         ExportOptions {
             cutoff_ns,
-            batch_rows: 64 * 1024,
+            batch_rows: 8 * 1024,
             max_file_rows: DEFAULT_MAX_FILE_ROWS,
             pause_after_rename: None,
         }

@@ -149,6 +149,7 @@ fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>) {
             }
             Ok(_) => {}
             Err(e) => {
+                release_free_memory();
                 tracing::error!(error = %error_chain(&e), "scheduled export failed; the rows stay in the hot tier");
                 if !e.is_disk_full() {
                     store = None;
@@ -156,11 +157,26 @@ fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>) {
                 continue;
             }
         }
+        release_free_memory();
         if let Some(retain) = schedule.retain
             && let Err(e) = open.apply_retention(retain, now_ns())
         {
             tracing::error!(error = %error_chain(&e), "retention failed");
         }
+    }
+}
+
+/// Gives the memory an export freed back to the system. An export's
+/// batches and encoder buffers (tens of MB for windows of flows with many
+/// names each) are freed when it ends, but the C allocator keeps freed
+/// memory in its arenas: without this, the capture's resident memory would
+/// stay at its largest export's peak until the next one.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's own
+    // arenas to the system; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

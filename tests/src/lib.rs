@@ -192,7 +192,8 @@ impl<'a> Place<'a> {
         Place { netns: Some(netns), ..self }
     }
 
-    fn command(&self, netpeer: &str) -> Command {
+    /// A `netpeer` command that runs here (the wrapper options before its subcommand).
+    pub fn command(&self, netpeer: &str) -> Command {
         let mut command = Command::new(netpeer);
         if let Some(cgroup) = self.cgroup {
             command.arg("--cgroup").arg(cgroup.path());
