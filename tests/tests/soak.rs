@@ -41,9 +41,9 @@ fn flowsql() -> PathBuf {
 
 fn soak_seconds() -> u64 {
     match std::env::var("SOAK_SECONDS") {
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|_| panic!("SOAK_SECONDS={text:?} is not a number of seconds")),
+        Ok(text) => {
+            text.parse().unwrap_or_else(|_| panic!("SOAK_SECONDS={text:?} is not a number of seconds"))
+        }
         Err(_) => 60,
     }
 }
