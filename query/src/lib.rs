@@ -125,10 +125,10 @@ pub struct TableInfo {
 /// created first, when the user may (a new user's first `flowsql shell`).
 fn open_for_reading(dir: &std::path::Path) -> Result<Store, flowsql_store::StoreError> {
     let db = flowsql_store::DataDir::new(dir).db_path();
-    // Only a database that is surely missing is created: one this user
-    // cannot even look at (a directory of a group it is not in) is opened,
-    // and the error says why it cannot be.
-    if matches!(db.try_exists(), Ok(false)) {
+    // A database this user may not even look at (in a directory of a group
+    // it is not in) is not missing: opening it says why it cannot be read.
+    let hidden = matches!(db.try_exists(), Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied);
+    if !hidden && !db.exists() {
         drop(Store::open_without_recovery(dir)?);
     }
     match Store::open_read_only(dir) {
