@@ -132,7 +132,11 @@ fn file_statistics(file: &ColdFile, schema: &SchemaRef) -> Statistics {
     }
     Statistics {
         num_rows: Precision::Exact(usize::try_from(file.rows).unwrap_or(usize::MAX)),
-        total_byte_size: Precision::Inexact(usize::try_from(file.bytes).unwrap_or(usize::MAX)),
+        // Unknown: the file's compressed size is not what a join holds in
+        // memory (10 bytes a flow on disk, ~100 decoded), and a join that
+        // compared it with another table's in-memory size would build its
+        // hash table on millions of flows instead of on the domains.
+        total_byte_size: Precision::Absent,
         column_statistics: columns,
     }
 }
@@ -189,8 +193,14 @@ impl TableProvider for FlowsTable {
                 source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
             }
             let groups = file_groups(&snapshot.cold, state.config().target_partitions(), &self.schema);
+            // The table's statistics (the planner reads these, not the
+            // files'): its rows let a join build on the smaller side.
+            let per_file: Vec<Statistics> =
+                snapshot.cold.iter().map(|file| file_statistics(file, &self.schema)).collect();
+            let statistics = Statistics::try_merge_iter(per_file.iter(), &self.schema)?;
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
                 .with_file_groups(groups)
+                .with_statistics(statistics)
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)
                 .build();

@@ -169,6 +169,13 @@ impl Session {
         let reader = Arc::new(StoreReader::new(store));
         let mut config = SessionConfig::new().with_information_schema(true);
 
+        // A join whose smaller side (e.g. the domains of an hour, tens of
+        // thousands of rows) fits these bounds builds one hash table and
+        // streams the flows past it, instead of repartitioning millions of
+        // flows by hash first (DataFusion's defaults: 1 MB, 128K rows).
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.hash_join_single_partition_threshold = 128 << 20;
+        optimizer.hash_join_single_partition_threshold_rows = 1 << 20;
         if let Some(partitions) = options.target_partitions {
             config = config.with_target_partitions(partitions.max(1));
         }
