@@ -102,6 +102,35 @@ fn parse_ip(text: Option<&str>) -> Option<IpAddr> {
     }
 }
 
+/// `in_block` over a string view column, deciding most rows from the
+/// views alone: a view holds a string's length and first four bytes inline,
+/// so a row whose first bytes are neither the block's dotted prefix nor `:`
+/// (IPv4-mapped IPv6) is outside the block without reading the string.
+/// Only candidates are read and parsed. Nulls stay null.
+fn in_block_by_view(
+    views: &datafusion::arrow::array::StringViewArray,
+    prefix: &str,
+    in_block: impl Fn(&str) -> bool,
+) -> BooleanArray {
+    let head = &prefix.as_bytes()[..prefix.len().min(4)];
+    let mut want = [0u8; 4];
+    let mut mask = [0u8; 4];
+    want[..head.len()].copy_from_slice(head);
+    mask[..head.len()].fill(0xff);
+    let (want, mask) = (u32::from_le_bytes(want), u32::from_le_bytes(mask));
+    let raw = views.views();
+    let values = datafusion::arrow::buffer::BooleanBuffer::collect_bool(views.len(), |i| {
+        // Bytes 0..4: the length; 4..8: the first bytes of the string
+        // (zero-padded when shorter), in both inline and buffer views.
+        let view = raw[i];
+        let length = view as u32 as usize;
+        let first = (view >> 32) as u32;
+        let candidate = (length >= head.len() && first & mask == want) || first as u8 == b':';
+        candidate && in_block(views.value(i))
+    });
+    BooleanArray::new(values, views.nulls().cloned())
+}
+
 /// The text every dotted quad of the block starts with: its whole octets
 /// (`10.0.0.0/8` gives `10.`, `/16` gives `10.0.`); empty below /8.
 fn dotted_prefix(network: u32, prefix: u8) -> String {
@@ -217,17 +246,21 @@ impl ScalarUDFImpl for IpInCidr {
                         let mask = u32::MAX.checked_shl(32 - u32::from(cidr.prefix)).unwrap_or(0);
                         let network = u32::from(network) & mask;
                         let prefix = dotted_prefix(network, cidr.prefix);
-                        map_strings(ips, |ip| {
-                            let text = ip?;
-                            Some(if text.starts_with(prefix.as_str()) {
-                                parse_ipv4(text).is_some_and(|v4| v4 & mask == network)
-                            } else if text.starts_with(':') {
+                        let in_block = |text: &str| {
+                            if text.starts_with(':') {
                                 // ::ffff:a.b.c.d, the IPv4-mapped form.
-                                parse_ip(ip).is_some_and(|ip| cidr.contains(ip))
+                                parse_ip(Some(text)).is_some_and(|ip| cidr.contains(ip))
                             } else {
-                                false
-                            })
-                        })?
+                                text.starts_with(prefix.as_str())
+                                    && parse_ipv4(text).is_some_and(|v4| v4 & mask == network)
+                            }
+                        };
+                        if let Some(views) = ips.as_string_view_opt() {
+                            return Ok(ColumnarValue::Array(Arc::new(in_block_by_view(
+                                views, &prefix, in_block,
+                            ))));
+                        }
+                        map_strings(ips, |ip| ip.map(in_block))?
                     }
                     IpAddr::V6(_) => {
                         map_strings(ips, |ip| Some(parse_ip(ip).is_some_and(|ip| cidr.contains(ip))))?
