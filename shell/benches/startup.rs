@@ -6,8 +6,8 @@
 //! cargo bench -p flowsql --bench startup
 //! ```
 //!
-//! Each start runs the real binary under a pseudo-terminal and stops the
-//! clock when `flowsql> ` appears; the median of 21 starts counts.
+//! Each start runs the real binary on a pseudo-terminal and stops the clock
+//! when `flowsql> ` appears on it; the median of 21 starts counts.
 
 use std::path::Path;
 use std::process::Command;
@@ -51,16 +51,44 @@ fn year_of_partitions(dir: &Path) {
     assert_eq!(files, HOURS as usize, "one file per hour");
 }
 
-/// Milliseconds from spawning `flowsql shell` to its first prompt.
+/// Milliseconds from spawning `flowsql shell` to its first prompt, read
+/// straight from the pseudo-terminal's master side (no polling interval).
 fn time_to_prompt(data: &Path, history: &Path) -> f64 {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two new descriptors into the two integers; the
+    // name, termios and window size arguments may be null.
+    let rc = unsafe {
+        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned here.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
     let mut command = Command::new(env!("CARGO_BIN_EXE_flowsql"));
-    command.arg("shell").arg("--data-dir").arg(data).env("FLOWSQL_HISTORY", history).env("TERM", "xterm");
+    command
+        .arg("shell")
+        .arg("--data-dir")
+        .arg(data)
+        .env("FLOWSQL_HISTORY", history)
+        .env("TERM", "xterm")
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
     let started = Instant::now();
-    let mut shell = rexpect::session::spawn_command(command, Some(30_000)).expect("start flowsql shell");
-    shell.exp_string("flowsql> ").expect("the first prompt");
+    let mut child = command.spawn().expect("start flowsql shell");
+    let mut terminal = std::fs::File::from(master);
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("flowsql> ") {
+        let n = terminal.read(&mut buffer).expect("read the terminal");
+        assert!(n > 0, "the shell ended before its prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buffer[..n]);
+    }
     let elapsed = started.elapsed();
-    shell.send_line(".quit").expect("quit");
-    let _ = shell.exp_eof();
+    let _ = child.kill();
+    let _ = child.wait();
     elapsed.as_secs_f64() * 1000.0
 }
 
