@@ -591,3 +591,57 @@ impl Drop for TmpfsMount {
         }
     }
 }
+
+/// A real `flowsql capture` process storing the flows of `cgroup` into a
+/// data directory, with the export schedule given; killed on drop if it was
+/// not stopped.
+#[derive(Debug)]
+pub struct StoringCapture {
+    child: Child,
+}
+
+impl StoringCapture {
+    /// Starts `flowsql capture` and waits until it stores (its database
+    /// exists: the store is opened after the programs are attached).
+    pub fn start(flowsql: &Path, cgroup: &TestCgroup, data: &Path, export_every: &str) -> StoringCapture {
+        let child = Command::new(flowsql)
+            .args(["capture", "--log-level", "warn", "--export-every", export_every, "--cgroup"])
+            .arg(cgroup.path())
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("flowsql capture starts");
+        let mut capture = StoringCapture { child };
+        let started = std::time::Instant::now();
+        while !data.join("flowsql.db").exists() {
+            if let Ok(Some(status)) = capture.child.try_wait() {
+                panic!("flowsql capture exited with {status} before opening its store");
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "flowsql capture did not open its store");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        capture
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it with SIGTERM (it commits what it holds and detaches) and
+    /// checks that it exited successfully.
+    pub fn stop(mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for flowsql capture");
+        assert!(status.success(), "flowsql capture exited with {status}");
+    }
+}
+
+impl Drop for StoringCapture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

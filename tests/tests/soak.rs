@@ -11,10 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowsql_tests::{Dnsmasq, Netns, Place, Server, TempDir, TestCgroup};
+use flowsql_tests::{Dnsmasq, Netns, Place, Server, StoringCapture, TempDir, TestCgroup};
 
 const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
 
@@ -45,54 +45,6 @@ fn soak_seconds() -> u64 {
             text.parse().unwrap_or_else(|_| panic!("SOAK_SECONDS={text:?} is not a number of seconds"))
         }
         Err(_) => 60,
-    }
-}
-
-/// The capture process; killed on drop if the test fails before stopping it.
-struct Capture {
-    child: Child,
-}
-
-impl Capture {
-    fn start(cgroup: &TestCgroup, data: &Path) -> Capture {
-        let child = Command::new(flowsql())
-            .args(["capture", "--log-level", "warn", "--export-every", "10s", "--cgroup"])
-            .arg(cgroup.path())
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("flowsql capture starts");
-        let mut capture = Capture { child };
-        let started = Instant::now();
-        while !data.join("flowsql.db").exists() {
-            if let Ok(Some(status)) = capture.child.try_wait() {
-                panic!("flowsql capture exited with {status} before opening its store");
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "flowsql capture did not open its store");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The store is opened after the programs are attached.
-        std::thread::sleep(Duration::from_millis(300));
-        capture
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(mut self) {
-        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().expect("wait for flowsql capture");
-        assert!(status.success(), "flowsql capture exited with {status}");
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -182,7 +134,7 @@ fn steady_connections_and_dns_for_minutes_lose_nothing_and_do_not_grow() {
     let server = Server::start(NETPEER, client, "10.97.0.1:0", &[]);
     let to = format!("10.97.0.1:{}", server.port);
     let data = TempDir::new("soak");
-    let capture = Capture::start(&cgroup, data.path());
+    let capture = StoringCapture::start(&flowsql(), &cgroup, data.path(), "10s");
     let pid = capture.pid();
 
     let started = Instant::now();

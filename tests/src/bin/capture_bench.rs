@@ -26,11 +26,13 @@
 //! removes; no traffic leaves the machine.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowsql_capture::{Capture, CaptureConfig, KernelCounters, ProgramStats};
-use flowsql_tests::{Dnsmasq, Netns, Place, Server, TempDir, TestCgroup, require_root, veth_pair};
+use flowsql_tests::{
+    Dnsmasq, Netns, Place, Server, StoringCapture, TempDir, TestCgroup, require_root, veth_pair,
+};
 
 /// The programs attached to a cgroup, with a thread draining the ring buffer
 /// as the real capture does; dropped to detach.
@@ -181,48 +183,6 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
         .unwrap_or(0)
-}
-
-/// A real `flowsql capture` process storing into `data`.
-struct CaptureProcess {
-    child: Child,
-}
-
-impl CaptureProcess {
-    fn start(flowsql: &Path, cgroup: &TestCgroup, data: &Path) -> CaptureProcess {
-        let child = Command::new(flowsql)
-            .args(["capture", "--log-level", "warn", "--export-every", "20s", "--cgroup"])
-            .arg(cgroup.path())
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("flowsql capture starts");
-        // Attached and storing once the database exists.
-        let started = Instant::now();
-        while !data.join("flowsql.db").exists() && started.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        CaptureProcess { child }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(mut self) {
-        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for CaptureProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn query(flowsql: &Path, data: &Path, sql: &str) -> String {
@@ -388,7 +348,7 @@ fn main() {
 
     let run_seconds = if quick { 15.0 } else { 60.0 };
     let data = TempDir::new("benchdata");
-    let capture = CaptureProcess::start(&flowsql, &cgroup, data.path());
+    let capture = StoringCapture::start(&flowsql, &cgroup, data.path(), "20s");
     let spawn_clients = |rate: Option<u32>, seconds: f64| -> Vec<std::thread::JoinHandle<f64>> {
         let mut handles = Vec::new();
         for _ in 0..2 {
@@ -460,7 +420,7 @@ fn main() {
     println!("|---|---|---|");
     for rate in [1_000u32, 10_000] {
         let data = TempDir::new("benchrate");
-        let capture = CaptureProcess::start(&flowsql, &cgroup, data.path());
+        let capture = StoringCapture::start(&flowsql, &cgroup, data.path(), "20s");
         let pid = capture.pid();
         let cpu0 = proc_cpu_seconds(pid);
         let t0 = Instant::now();
