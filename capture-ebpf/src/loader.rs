@@ -270,11 +270,7 @@ impl Capture {
             })?;
         for hook in [Hook::Ingress, Hook::Egress] {
             let program = hook.program();
-            let prog: &mut CgroupSkb = ebpf
-                .program_mut(program)
-                .ok_or(CaptureError::MissingInObject(program))?
-                .try_into()
-                .map_err(|source| CaptureError::Load { program, source })?;
+            let prog = cgroup_skb_mut(&mut ebpf, hook)?;
             prog.load().map_err(|source| match source {
                 ProgramError::LoadError { io_error, verifier_log } => {
                     if is_permission_error(&io_error) && verifier_log.to_string().trim().is_empty() {
@@ -309,12 +305,7 @@ impl Capture {
             [(Hook::Ingress, CgroupSkbAttachType::Ingress), (Hook::Egress, CgroupSkbAttachType::Egress)]
         {
             let program = hook.program();
-            let prog: &mut CgroupSkb = self
-                .ebpf
-                .program_mut(program)
-                .ok_or(CaptureError::MissingInObject(program))?
-                .try_into()
-                .map_err(|source| CaptureError::Load { program, source })?;
+            let prog = cgroup_skb_mut(&mut self.ebpf, hook)?;
             // Single: on kernels >= 5.7 aya attaches through a bpf_link, which
             // still coexists with other programs on the cgroup.
             let link = prog
@@ -339,18 +330,23 @@ impl Capture {
         Ok(RunTimeStats { _fd: fd })
     }
 
+    /// The program of `hook`.
+    fn cgroup_skb(&self, hook: Hook) -> Result<&CgroupSkb, CaptureError> {
+        let program = hook.program();
+        self.ebpf
+            .program(program)
+            .ok_or(CaptureError::MissingInObject(program))?
+            .try_into()
+            .map_err(|source| CaptureError::Load { program, source })
+    }
+
     /// Run time and run count of each program so far.
     pub fn program_stats(&self) -> Result<Vec<ProgramStats>, CaptureError> {
         [Hook::Ingress, Hook::Egress]
             .into_iter()
             .map(|hook| {
                 let program = hook.program();
-                let prog: &CgroupSkb = self
-                    .ebpf
-                    .program(program)
-                    .ok_or(CaptureError::MissingInObject(program))?
-                    .try_into()
-                    .map_err(|source| CaptureError::Load { program, source })?;
+                let prog = self.cgroup_skb(hook)?;
                 let info = prog.info().map_err(|source| CaptureError::Load { program, source })?;
                 Ok(ProgramStats {
                     hook,
@@ -379,12 +375,7 @@ impl Capture {
     ) -> Result<(u32, std::time::Duration), CaptureError> {
         use aya::programs::{TestRun, TestRunOptions};
         let program = hook.program();
-        let prog: &CgroupSkb = self
-            .ebpf
-            .program(program)
-            .ok_or(CaptureError::MissingInObject(program))?
-            .try_into()
-            .map_err(|source| CaptureError::Load { program, source })?;
+        let prog = self.cgroup_skb(hook)?;
         let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
@@ -433,6 +424,15 @@ impl Capture {
             dns_truncated: read(counter_slot::DNS_TRUNCATED)?,
         })
     }
+}
+
+/// The program of `hook` in `ebpf`, to load or attach.
+fn cgroup_skb_mut(ebpf: &mut Ebpf, hook: Hook) -> Result<&mut CgroupSkb, CaptureError> {
+    let program = hook.program();
+    ebpf.program_mut(program)
+        .ok_or(CaptureError::MissingInObject(program))?
+        .try_into()
+        .map_err(|source| CaptureError::Load { program, source })
 }
 
 /// How full the ring buffer is: bytes the kernel has submitted (or
