@@ -142,17 +142,17 @@ fn file_statistics(file: &ColdFile, schema: &SchemaRef) -> Statistics {
 }
 
 /// Splits files into at most `groups` groups of similar total size, so that
-/// each core scans its share.
-fn file_groups(files: &[ColdFile], groups: usize, schema: &SchemaRef) -> Vec<FileGroup> {
+/// each core scans its share. `statistics[i]` is `files[i]`'s.
+fn file_groups(files: &[ColdFile], statistics: &[Arc<Statistics>], groups: usize) -> Vec<FileGroup> {
     let groups = groups.clamp(1, files.len().max(1));
     let mut buckets: Vec<(u64, Vec<PartitionedFile>)> = (0..groups).map(|_| (0, Vec::new())).collect();
-    let mut by_size: Vec<&ColdFile> = files.iter().collect();
-    by_size.sort_by_key(|f| std::cmp::Reverse(f.bytes));
-    for file in by_size {
+    let mut by_size: Vec<(&ColdFile, &Arc<Statistics>)> = files.iter().zip(statistics).collect();
+    by_size.sort_by_key(|(f, _)| std::cmp::Reverse(f.bytes));
+    for (file, stats) in by_size {
         if let Some(bucket) = buckets.iter_mut().min_by_key(|(bytes, _)| *bytes) {
             bucket.0 += file.bytes;
             let partitioned = PartitionedFile::new(file.path.to_string_lossy(), file.bytes)
-                .with_statistics(Arc::new(file_statistics(file, schema)));
+                .with_statistics(Arc::clone(stats));
             bucket.1.push(partitioned);
         }
     }
@@ -192,12 +192,12 @@ impl TableProvider for FlowsTable {
                 let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
             }
-            let groups = file_groups(&snapshot.cold, state.config().target_partitions(), &self.schema);
+            let per_file: Vec<Arc<Statistics>> =
+                snapshot.cold.iter().map(|file| Arc::new(file_statistics(file, &self.schema))).collect();
+            let groups = file_groups(&snapshot.cold, &per_file, state.config().target_partitions());
             // The table's statistics (the planner reads these, not the
             // files'): its rows let a join build on the smaller side.
-            let per_file: Vec<Statistics> =
-                snapshot.cold.iter().map(|file| file_statistics(file, &self.schema)).collect();
-            let statistics = Statistics::try_merge_iter(per_file.iter(), &self.schema)?;
+            let statistics = Statistics::try_merge_iter(per_file.iter().map(Arc::as_ref), &self.schema)?;
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
                 .with_file_groups(groups)
                 .with_statistics(statistics)
