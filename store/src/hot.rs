@@ -60,6 +60,16 @@ impl MemoryUse {
             MemoryUse::Lean => 0,
         }
     }
+
+    /// The memory settings every connection gets, writer or reader: page
+    /// cache, memory map, temporary tables in memory, cached statements.
+    fn configure(self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.pragma_update(None, "cache_size", self.cache_size())?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "mmap_size", self.mmap_size())?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(())
+    }
 }
 
 /// Page size of a new database.
@@ -128,11 +138,7 @@ impl HotStore {
             // WAL database whose -wal and -shm exist (see `open_read_only`).
             conn.file_control(Some(rusqlite::MAIN_DB), rusqlite::FileControl::PersistWal(&mut 1))?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
-            conn.pragma_update(None, "cache_size", memory.cache_size())?;
-            conn.pragma_update(None, "temp_store", "MEMORY")?;
-            conn.pragma_update(None, "mmap_size", memory.mmap_size())?;
-            conn.set_prepared_statement_cache_capacity(32);
-            Ok(())
+            memory.configure(conn)
         };
         setup(&conn).map_err(|e| StoreError::sqlite("configure (WAL, synchronous=NORMAL)", path, e))?;
         migrations::apply(&mut conn, list, path)?;
@@ -167,11 +173,7 @@ impl HotStore {
             let setup = |conn: &Connection| -> rusqlite::Result<()> {
                 conn.busy_timeout(BUSY_TIMEOUT)?;
                 conn.pragma_update(None, "query_only", true)?;
-                conn.pragma_update(None, "cache_size", memory.cache_size())?;
-                conn.pragma_update(None, "temp_store", "MEMORY")?;
-                conn.pragma_update(None, "mmap_size", memory.mmap_size())?;
-                conn.set_prepared_statement_cache_capacity(32);
-                Ok(())
+                memory.configure(conn)
             };
             setup(&conn).map_err(|e| StoreError::sqlite("configure (read-only)", path, e))?;
             Ok(conn)
