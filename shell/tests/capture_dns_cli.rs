@@ -10,16 +10,9 @@ use flowsql_tests::{Dnsmasq, Netns, Place, Server, TempDir, TestCgroup, connect,
 
 const FLOWSQL: &str = env!("CARGO_BIN_EXE_flowsql");
 
-/// netpeer is a binary of the flowsql-tests package, built beside flowsql
-/// by `cargo nextest run --workspace`.
+/// netpeer is a binary of the flowsql-tests package, built beside flowsql.
 fn netpeer() -> String {
-    let path = std::path::Path::new(FLOWSQL).with_file_name("netpeer");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace (cargo nextest run --workspace)",
-        path.display()
-    );
-    path.display().to_string()
+    flowsql_tests::workspace_binary(FLOWSQL, "netpeer").display().to_string()
 }
 
 #[test]

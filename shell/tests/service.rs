@@ -25,16 +25,9 @@ const FLOWSQL: &str = env!("CARGO_BIN_EXE_flowsql");
 const NOBODY: u32 = 65534;
 const STORE_GROUP: u32 = 64_123;
 
-/// netpeer is a binary of the flowsql-tests package, built beside flowsql
-/// by `cargo nextest run --workspace`.
+/// netpeer is a binary of the flowsql-tests package, built beside flowsql.
 fn netpeer() -> String {
-    let path = Path::new(FLOWSQL).with_file_name("netpeer");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace (cargo nextest run --workspace)",
-        path.display()
-    );
-    path.display().to_string()
+    flowsql_tests::workspace_binary(FLOWSQL, "netpeer").display().to_string()
 }
 
 /// `flowsql ARGS` with no `FLOWSQL_*` or `RUST_LOG` variable of this

@@ -645,3 +645,16 @@ impl Drop for StoringCapture {
         let _ = self.child.wait();
     }
 }
+
+/// The workspace binary `name`, built in the same directory as `beside` (the
+/// path of another binary of the same build, e.g. `CARGO_BIN_EXE_flowsql`):
+/// `cargo nextest run --workspace` builds every package's binaries there.
+pub fn workspace_binary(beside: &str, name: &str) -> PathBuf {
+    let path = Path::new(beside).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo nextest run --workspace)",
+        path.display()
+    );
+    path
+}

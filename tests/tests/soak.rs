@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowsql_tests::{Dnsmasq, Netns, Place, Server, StoringCapture, TempDir, TestCgroup};
+use flowsql_tests::{Dnsmasq, Netns, Place, Server, StoringCapture, TempDir, TestCgroup, workspace_binary};
 
 const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
 
@@ -28,15 +28,9 @@ const DNS_RATE: u32 = 200;
 /// ~40,000 connections' worth of anything.
 const RSS_MARGIN_KIB: u64 = 8 * 1024;
 
-/// `flowsql` is built beside netpeer by `cargo nextest run --workspace`.
+/// `flowsql` is built beside netpeer.
 fn flowsql() -> PathBuf {
-    let path = Path::new(NETPEER).with_file_name("flowsql");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace (cargo nextest run --workspace)",
-        path.display()
-    );
-    path
+    workspace_binary(NETPEER, "flowsql")
 }
 
 fn soak_seconds() -> u64 {
