@@ -370,7 +370,7 @@ fn write_pipelined(
     mut pending: PendingFile,
     produce: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError>,
 ) -> Result<WrittenFile, StoreError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(1);
     std::thread::scope(|scope| {
         let encoder = scope.spawn(move || -> Result<WrittenFile, StoreError> {
             for batch in rx {

@@ -478,8 +478,16 @@ fn list_json(list: &arrow::array::ListArray, row: usize, out: &mut String) {
     json_list::encode((start..end).map(|i| values.value(i)), out);
 }
 
+/// A batch read from the hot tier ends early once its rows' domain lists
+/// reach this many bytes of text: a flow to a shared address can carry
+/// dozens of names, and a batch of 8,192 such flows would hold tens of MB
+/// (times the batches in flight during an export) where a typical one holds
+/// a few hundred KB.
+const BATCH_DOMAIN_BYTES: usize = 1 << 20;
+
 /// Reads the flows of `range` with `id <= max_id`, in time order, as batches
-/// of at most `batch_rows`.
+/// of at most `batch_rows` (and at most about [`BATCH_DOMAIN_BYTES`] of
+/// domain names).
 pub(crate) fn read_flows(
     conn: &Connection,
     path: &Path,
@@ -497,6 +505,7 @@ pub(crate) fn read_flows(
         .map_err(err)?;
     let batch_rows = batch_rows.max(1);
     let mut columns = FlowColumns::with_capacity(batch_rows.min(64 * 1024));
+    let mut domain_bytes = 0;
     let mut rows = stmt.query(params![range.start(), range.end(), max_id]).map_err(err)?;
     let invalid = |reason: String| StoreError::InvalidRow { table: "flows", path: path.to_owned(), reason };
     while let Some(row) = rows.next().map_err(err)? {
@@ -532,10 +541,13 @@ pub(crate) fn read_flows(
             host_name: text(8)?,
             cgroup_id: int(9)? as u64,
         });
-        append_json_list(&mut columns, 6, text(6)?).map_err(invalid)?;
-        append_json_list(&mut columns, 7, text(7)?).map_err(invalid)?;
-        if columns.len() >= batch_rows {
+        let (src_domains, dst_domains) = (text(6)?, text(7)?);
+        append_json_list(&mut columns, 6, src_domains).map_err(invalid)?;
+        append_json_list(&mut columns, 7, dst_domains).map_err(invalid)?;
+        domain_bytes += src_domains.len() + dst_domains.len();
+        if columns.len() >= batch_rows || domain_bytes >= BATCH_DOMAIN_BYTES {
             f(columns.finish())?;
+            domain_bytes = 0;
         }
     }
     if !columns.is_empty() {
@@ -590,6 +602,33 @@ mod tests {
         assert!(some.iter().all(|f| f.timestamp_ns >= t && f.timestamp_ns < t + 2));
         assert_eq!(some.len(), many.iter().filter(|f| f.timestamp_ns >= t && f.timestamp_ns < t + 2).count());
         assert_eq!(hot.flow_count(TimeRange::ALL).expect("count"), many.len() as u64);
+    }
+
+    #[test]
+    fn a_batch_ends_early_when_its_domain_names_reach_the_byte_bound() {
+        let dir = TempDir::new("hotbytes");
+        let mut hot = HotStore::open(&dir.path().join("flowsql.db")).expect("open");
+        // A shared address: 32 long names on every flow, ~2.3 KB of JSON a row.
+        let names: flowsql_event::DomainList = (0..32)
+            .map(|i| {
+                flowsql_event::DomainName::from(format!("{i:02}-{}.cdn.example", "x".repeat(50)).as_str())
+            })
+            .collect();
+        let flows: Vec<_> = (0..1_000)
+            .map(|i| flowsql_event::FlowBegin { dst_domains: names.clone(), ..synthetic::indexed_flow(1, i) })
+            .collect();
+        hot.insert_flows(&batch_from_flows(&flows)).expect("insert");
+        let row_bytes = 2 + names.iter().map(|n| n.len() + 3).sum::<usize>() + 2;
+        let batches = hot.flows_in_range(TimeRange::ALL, 8 * 1024).expect("read");
+        assert!(batches.len() >= 2, "1,000 rows of {row_bytes} bytes in {} batch(es)", batches.len());
+        for batch in &batches {
+            assert!(
+                batch.num_rows() * row_bytes < BATCH_DOMAIN_BYTES + row_bytes,
+                "{} rows",
+                batch.num_rows()
+            );
+        }
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), flows.len(), "no row lost at a cut");
     }
 
     #[test]
