@@ -5,6 +5,8 @@
 //! cargo build --release -p flowsql -p flowsql-tests
 //! sudo target/release/capture_bench            # about 6 minutes
 //! sudo target/release/capture_bench --quick    # about 1 minute
+//! sudo target/release/capture_bench --only resources   # one part: traffic,
+//!                                   # program, completeness or resources
 //! ```
 //!
 //! 1. bulk TCP throughput, 1 and 4 streams, loopback and a veth pair between
@@ -18,7 +20,9 @@
 //! 4. completeness: the real `flowsql capture` process storing, with DNS
 //!    answers mixed in, while two clients connect as fast as they can for
 //!    60 s (`--quick`: 15 s): rows stored per side against connections made,
-//!    and the loss counters;
+//!    and the loss counters; twice, the capture first in the load
+//!    generator's CPU cgroup, then in one of its own (as systemd runs a
+//!    service);
 //! 5. that process's CPU and resident memory at 1,000 and 10,000
 //!    connections per second, with DNS answers (a tenth of the rate).
 //!
@@ -198,7 +202,13 @@ fn query(flowsql: &Path, data: &Path, sql: &str) -> String {
 
 fn main() {
     require_root();
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args.iter().position(|a| a == "--only").map(|i| match args.get(i + 1).map(String::as_str) {
+        Some(part @ ("traffic" | "program" | "completeness" | "resources")) => part.to_owned(),
+        other => panic!("--only takes traffic, program, completeness or resources, not {other:?}"),
+    });
+    let wants = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let netpeer = sibling("netpeer");
     let flowsql = sibling("flowsql");
     let np = netpeer.to_string_lossy().into_owned();
@@ -226,119 +236,129 @@ fn main() {
         },
     ];
 
-    println!("\n| measure | path | detached | attached | attached/detached |");
-    println!("|---|---|---|---|---|");
-    for path in &paths {
-        let sink = Server::spawn(&np, path.server, &["sink-tcp", "--listen", path.listen]);
-        let to = format!("{}:{}", path.host, sink.port);
-        for streams in ["1", "4"] {
+    if wants("traffic") {
+        println!("\n| measure | path | detached | attached | attached/detached |");
+        println!("|---|---|---|---|---|");
+        for path in &paths {
+            let sink = Server::spawn(&np, path.server, &["sink-tcp", "--listen", path.listen]);
+            let to = format!("{}:{}", path.host, sink.port);
+            for streams in ["1", "4"] {
+                let (off, on) = alternate(&cgroup, rounds, || {
+                    netpeer_value(
+                        &netpeer,
+                        path.client,
+                        &["blast", "--to", &to, "--streams", streams, "--seconds", &secs],
+                        "sent ",
+                    ) * 8.0
+                        / seconds
+                        / 1e9
+                });
+                println!(
+                    "| bulk throughput, {streams} stream(s) | {} | {off:.2} Gbit/s | {on:.2} Gbit/s | {:.3} |",
+                    path.name,
+                    on / off
+                );
+            }
+            drop(sink);
+            let server = Server::start(&np, path.server, path.listen, &[]);
+            let to = format!("{}:{}", path.host, server.port);
             let (off, on) = alternate(&cgroup, rounds, || {
                 netpeer_value(
                     &netpeer,
                     path.client,
-                    &["blast", "--to", &to, "--streams", streams, "--seconds", &secs],
-                    "sent ",
-                ) * 8.0
-                    / seconds
-                    / 1e9
+                    &["connect", "--to", &to, "--seconds", &secs, "--send-bytes", "64", "--quiet"],
+                    "connections ",
+                ) / seconds
             });
             println!(
-                "| bulk throughput, {streams} stream(s) | {} | {off:.2} Gbit/s | {on:.2} Gbit/s | {:.3} |",
+                "| short connections (connect, 64 B, close) | {} | {off:.0}/s | {on:.0}/s | {:.3} |",
                 path.name,
                 on / off
             );
         }
-        drop(sink);
-        let server = Server::start(&np, path.server, path.listen, &[]);
-        let to = format!("{}:{}", path.host, server.port);
-        let (off, on) = alternate(&cgroup, rounds, || {
-            netpeer_value(
-                &netpeer,
-                path.client,
-                &["connect", "--to", &to, "--seconds", &secs, "--send-bytes", "64", "--quiet"],
-                "connections ",
-            ) / seconds
-        });
-        println!(
-            "| short connections (connect, 64 B, close) | {} | {off:.0}/s | {on:.0}/s | {:.3} |",
-            path.name,
-            on / off
-        );
     }
 
-    // 3a. The cost of each path, timed by the kernel over many test runs
-    // (BPF_PROG_TEST_RUN; its dummy socket is in state CLOSE).
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let (loaded, _reader) = {
-        let _guard = runtime.enter();
-        Capture::load(1 << 20).expect("load the programs")
-    };
-    let mut tcp = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    tcp.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1]);
-    tcp.extend_from_slice(&[0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
-    let per_run = |hook, frame: &[u8]| {
-        let (verdict, duration) = loaded.test_run_repeat(hook, frame, 2_000_000).expect("test run");
-        assert_eq!(verdict, 1);
-        duration.as_nanos() as f64
-    };
-    let fast = per_run(flowsql_capture::Hook::Egress, &tcp);
-    let parsed = per_run(flowsql_capture::Hook::Ingress, &tcp);
-    println!("\n| program path (kernel-timed test runs, 2,000,000 each) | per packet |");
-    println!("|---|---|");
-    println!("| fast path: the socket's state rules the packet out | {fast:.1} ns |");
-    println!("| parsed: IPv4 and TCP headers read, not a SYN-ACK | {parsed:.1} ns |");
-    drop(loaded);
+    if wants("program") {
+        // 3a. The cost of each path, timed by the kernel over many test runs
+        // (BPF_PROG_TEST_RUN; its dummy socket is in state CLOSE).
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let (loaded, _reader) = {
+            let _guard = runtime.enter();
+            Capture::load(1 << 20).expect("load the programs")
+        };
+        let mut tcp = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+        tcp.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1]);
+        tcp.extend_from_slice(&[
+            0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        let per_run = |hook, frame: &[u8]| {
+            let (verdict, duration) = loaded.test_run_repeat(hook, frame, 2_000_000).expect("test run");
+            assert_eq!(verdict, 1);
+            duration.as_nanos() as f64
+        };
+        let fast = per_run(flowsql_capture::Hook::Egress, &tcp);
+        let parsed = per_run(flowsql_capture::Hook::Ingress, &tcp);
+        println!("\n| program path (kernel-timed test runs, 2,000,000 each) | per packet |");
+        println!("|---|---|");
+        println!("| fast path: the socket's state rules the packet out | {fast:.1} ns |");
+        println!("| parsed: IPv4 and TCP headers read, not a SYN-ACK | {parsed:.1} ns |");
+        drop(loaded);
 
-    // 3b. The programs' own cost under real traffic, from the kernel's statistics.
-    let stats = Capture::enable_run_time_stats().expect("BPF statistics");
-    let sink = Server::spawn(&np, Place::cgroup(&cgroup), &["sink-tcp", "--listen", "127.0.0.1:0"]);
-    let server = Server::start(&np, Place::cgroup(&cgroup), "127.0.0.1:0", &[]);
-    let attached = Attached::start(&cgroup);
-    let (t0, n0) = attached.program_stats();
-    netpeer_value(
-        &netpeer,
-        Place::cgroup(&cgroup),
-        &["blast", "--to", &format!("127.0.0.1:{}", sink.port), "--seconds", &secs],
-        "sent ",
-    );
-    let (t1, n1) = attached.program_stats();
-    let made = netpeer_value(
-        &netpeer,
-        Place::cgroup(&cgroup),
-        &[
-            "connect",
-            "--to",
-            &format!("127.0.0.1:{}", server.port),
-            "--seconds",
-            &secs,
-            "--send-bytes",
-            "64",
-            "--quiet",
-        ],
-        "connections ",
-    );
-    let (t2, n2) = attached.program_stats();
-    let counters = attached.finish();
-    drop(stats);
-    let fast = (t1 - t0) as f64 / (n1 - n0).max(1) as f64;
-    let churn = (t2 - t1) as f64 / (n2 - n1).max(1) as f64;
-    let events = counters.flow_events as f64;
-    // Per event: the churn run's time beyond what its packets cost at the
-    // fast-path rate, divided over the begins it reported.
-    let per_event = ((t2 - t1) as f64 - fast * (n2 - n1) as f64).max(0.0) / events.max(1.0);
-    println!("\n| program cost (kernel BPF statistics) | result |");
-    println!("|---|---|");
-    println!("| bulk traffic (fast path), per packet | {fast:.1} ns over {} runs |", n1 - n0);
-    println!(
-        "| short connections, per packet (all packets) | {churn:.1} ns over {} runs, {:.0} connections |",
-        n2 - n1,
-        made
-    );
-    println!("| beyond the fast path, per reported begin | {per_event:.0} ns ({events:.0} begins) |");
-    drop(sink);
-    drop(server);
+        // 3b. The programs' own cost under real traffic, from the kernel's statistics.
+        let stats = Capture::enable_run_time_stats().expect("BPF statistics");
+        let sink = Server::spawn(&np, Place::cgroup(&cgroup), &["sink-tcp", "--listen", "127.0.0.1:0"]);
+        let server = Server::start(&np, Place::cgroup(&cgroup), "127.0.0.1:0", &[]);
+        let attached = Attached::start(&cgroup);
+        let (t0, n0) = attached.program_stats();
+        netpeer_value(
+            &netpeer,
+            Place::cgroup(&cgroup),
+            &["blast", "--to", &format!("127.0.0.1:{}", sink.port), "--seconds", &secs],
+            "sent ",
+        );
+        let (t1, n1) = attached.program_stats();
+        let made = netpeer_value(
+            &netpeer,
+            Place::cgroup(&cgroup),
+            &[
+                "connect",
+                "--to",
+                &format!("127.0.0.1:{}", server.port),
+                "--seconds",
+                &secs,
+                "--send-bytes",
+                "64",
+                "--quiet",
+            ],
+            "connections ",
+        );
+        let (t2, n2) = attached.program_stats();
+        let counters = attached.finish();
+        drop(stats);
+        let fast = (t1 - t0) as f64 / (n1 - n0).max(1) as f64;
+        let churn = (t2 - t1) as f64 / (n2 - n1).max(1) as f64;
+        let events = counters.flow_events as f64;
+        // Per event: the churn run's time beyond what its packets cost at the
+        // fast-path rate, divided over the begins it reported.
+        let per_event = ((t2 - t1) as f64 - fast * (n2 - n1) as f64).max(0.0) / events.max(1.0);
+        println!("\n| program cost (kernel BPF statistics) | result |");
+        println!("|---|---|");
+        println!("| bulk traffic (fast path), per packet | {fast:.1} ns over {} runs |", n1 - n0);
+        println!(
+            "| short connections, per packet (all packets) | {churn:.1} ns over {} runs, {:.0} connections |",
+            n2 - n1,
+            made
+        );
+        println!("| beyond the fast path, per reported begin | {per_event:.0} ns ({events:.0} begins) |");
+        drop(sink);
+        drop(server);
+    }
 
-    // 4 and 5: the real capture process, storing, with DNS.
+    // 4 and 5: the real capture process, storing, with DNS; the load
+    // generator (this process and everything it starts from here on) in a
+    // CPU group of its own.
+    let load_group = CpuGroup::new("load");
+    load_group.add(std::process::id());
     let lab = Netns::new("bl");
     lab.ip(&["addr", "add", "10.98.0.1/32", "dev", "lo"]);
     let _dns = Dnsmasq::start(Place::outside().in_netns(&lab), &["--address=/load.test/10.98.0.1"]);
@@ -347,8 +367,6 @@ fn main() {
     let to = format!("10.98.0.1:{}", server.port);
 
     let run_seconds = if quick { 15.0 } else { 60.0 };
-    let data = TempDir::new("benchdata");
-    let capture = StoringCapture::start(&flowsql, &cgroup, data.path(), "20s");
     let spawn_clients = |rate: Option<u32>, seconds: f64| -> Vec<std::thread::JoinHandle<f64>> {
         let mut handles = Vec::new();
         for _ in 0..2 {
@@ -392,27 +410,67 @@ fn main() {
         }));
         handles
     };
-    let started = Instant::now();
-    let made: f64 = spawn_clients(None, run_seconds).into_iter().map(|h| h.join().expect("client")).sum();
-    let elapsed = started.elapsed().as_secs_f64();
-    capture.stop();
-    let rows =
-        query(&flowsql, data.path(), "SELECT connectionDirection, count(*) FROM flows GROUP BY 1 ORDER BY 1");
-    let status = Command::new(&flowsql)
-        .args(["status", "--json", "--data-dir"])
-        .arg(data.path())
-        .output()
-        .expect("status");
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
-    let domains = query(&flowsql, data.path(), "SELECT count(*) FROM domains");
-    println!("\n| completeness at the highest rate ({run_seconds:.0} s, capture + store + DNS) | result |");
-    println!("|---|---|");
-    println!("| connections made | {made:.0} ({:.0}/s) |", made / elapsed);
-    for line in rows.lines().skip(1) {
-        println!("| rows stored, {} |", line.replace(',', " | "));
+    if wants("completeness") {
+        // Twice: the capture in the load's own CPU group (the worst case:
+        // every thread of the load generator competes with it one for one),
+        // then in a CPU group of its own, as systemd runs a service.
+        println!(
+            "\n| completeness at the highest rate ({run_seconds:.0} s, capture + store + DNS) | capture in the load's CPU group | capture in its own CPU group (as a service) |"
+        );
+        println!("|---|---|---|");
+        let results: Vec<_> = [false, true]
+            .into_iter()
+            .map(|own_group| {
+                let data = TempDir::new("benchdata");
+                let capture = StoringCapture::start(&flowsql, &cgroup, data.path(), "20s");
+                let capture_group = own_group.then(|| CpuGroup::new("capture"));
+                if let Some(group) = &capture_group {
+                    group.add(capture.pid());
+                }
+                let cpu0 = proc_cpu_seconds(capture.pid());
+                let started = Instant::now();
+                let made: f64 =
+                    spawn_clients(None, run_seconds).into_iter().map(|h| h.join().expect("client")).sum();
+                let elapsed = started.elapsed().as_secs_f64();
+                let cpu = (proc_cpu_seconds(capture.pid()) - cpu0) / elapsed;
+                capture.stop();
+                drop(capture_group);
+                let rows = query(
+                    &flowsql,
+                    data.path(),
+                    "SELECT connectionDirection, count(*) FROM flows GROUP BY 1 ORDER BY 1",
+                );
+                let status = Command::new(&flowsql)
+                    .args(["status", "--json", "--data-dir"])
+                    .arg(data.path())
+                    .output()
+                    .expect("status");
+                let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+                let domains = query(&flowsql, data.path(), "SELECT count(*) FROM domains");
+                let rows: Vec<String> = rows.lines().skip(1).map(|line| line.replace(',', " ")).collect();
+                [
+                    format!("{made:.0} ({:.0}/s)", made / elapsed),
+                    rows.join(", "),
+                    domains.lines().nth(1).unwrap_or("?").to_owned(),
+                    format!("{:.0} % of one core", cpu * 100.0),
+                    status["capture"]["loss"].to_string(),
+                ]
+            })
+            .collect();
+        let measures = [
+            "connections made",
+            "rows stored per side",
+            "domain rows stored",
+            "capture CPU",
+            "loss (kernel ring buffer + store)",
+        ];
+        for (i, measure) in measures.iter().enumerate() {
+            println!("| {measure} | {} | {} |", results[0][i], results[1][i]);
+        }
     }
-    println!("| domain rows stored | {} |", domains.lines().nth(1).unwrap_or("?"));
-    println!("| loss (kernel ring buffer + store) | {} |", status["capture"]["loss"]);
+    if !wants("resources") {
+        return;
+    }
 
     println!(
         "\n| capture process at a steady rate, with DNS answers | CPU (of one core) | resident memory (peak) |"
@@ -439,6 +497,67 @@ fn main() {
             rss as f64 / 1024.0,
             hwm as f64 / 1024.0
         );
+    }
+}
+
+/// A CPU cgroup (where the `cpu` controller is mounted: the unified
+/// hierarchy if it offers it, else the v1 `cpu` hierarchy), like the one
+/// systemd gives each service; removed on drop, its processes moved back to
+/// the root first.
+struct CpuGroup {
+    dir: PathBuf,
+    root: PathBuf,
+}
+
+impl CpuGroup {
+    fn new(name: &str) -> CpuGroup {
+        let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+        let root = mounts
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                match fields.as_slice() {
+                    [_, dir, "cgroup2", ..] => {
+                        let controllers = std::fs::read_to_string(Path::new(dir).join("cgroup.controllers"))
+                            .unwrap_or_default();
+                        controllers.split_whitespace().any(|c| c == "cpu").then(|| {
+                            let _ = std::fs::write(Path::new(dir).join("cgroup.subtree_control"), "+cpu");
+                            PathBuf::from(dir)
+                        })
+                    }
+                    [_, dir, "cgroup", options, ..] => {
+                        options.split(',').any(|o| o == "cpu").then(|| PathBuf::from(dir))
+                    }
+                    _ => None,
+                }
+            })
+            .next()
+            .expect("no cgroup hierarchy with the cpu controller in /proc/mounts");
+        let dir = root.join(format!("flowsql-bench-{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        CpuGroup { dir, root }
+    }
+
+    fn add(&self, pid: u32) {
+        let procs = self.dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", procs.display()));
+    }
+}
+
+impl Drop for CpuGroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.split_whitespace() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("could not remove {}", self.dir.display());
     }
 }
 
