@@ -62,6 +62,10 @@ pub enum StoreError {
     DestinationNotEmpty { path: PathBuf },
     #[error("the {thread} thread stopped unexpectedly")]
     ThreadFailed { thread: &'static str },
+    /// The export was asked to stop (the capture is stopping); the rows it
+    /// had not committed stay hot.
+    #[error("the export was interrupted: its remaining rows stay in the hot tier")]
+    ExportInterrupted,
 }
 
 impl StoreError {

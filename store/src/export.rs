@@ -56,6 +56,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow::array::AsArray;
@@ -96,6 +97,10 @@ pub struct ExportOptions {
     /// the export's memory and how long its transaction holds SQLite's write
     /// lock (the delete: about half a second per million rows).
     pub max_file_rows: u64,
+    /// Set to true (by a stopping capture) to end the export early: at the
+    /// next batch, the file being written is abandoned (its rows stay hot)
+    /// and the files committed so far stay; the report says `interrupted`.
+    pub interrupt: Option<Arc<AtomicBool>>,
     /// Test hook: sleep this long after a file is renamed into place and
     /// before the manifest commit, so a crash harness can kill the process
     /// in that window.
@@ -104,12 +109,17 @@ pub struct ExportOptions {
 }
 
 impl ExportOptions {
+    fn interrupted(&self) -> bool {
+        self.interrupt.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+
     /// Export every hot row older than `cutoff_ns`.
     pub fn up_to(cutoff_ns: i64) -> Self {
         ExportOptions {
             cutoff_ns,
             batch_rows: 8 * 1024,
             max_file_rows: DEFAULT_MAX_FILE_ROWS,
+            interrupt: None,
             pause_after_rename: None,
         }
     }
@@ -134,6 +144,9 @@ pub struct ExportReport {
     pub files: Vec<ColdFile>,
     pub rows: u64,
     pub bytes: u64,
+    /// Ended early by [`ExportOptions::interrupt`]: rows older than the
+    /// cutoff may still be hot.
+    pub interrupted: bool,
 }
 
 /// What a recovery found and did.
@@ -246,6 +259,10 @@ fn export_locked(
     let exported_at = crate::now_ns();
     let mut from = i64::MIN;
     for seq in 0u64.. {
+        if options.interrupted() {
+            report.interrupted = true;
+            break;
+        }
         let first: Option<i64> = {
             use rusqlite::OptionalExtension as _;
             hot.connection()
@@ -279,8 +296,24 @@ fn export_locked(
         {
             end = split;
         }
-        let file =
-            export_hour(dir, hot, store_id, (start, end), max_id, exported_at, seq, options, on_event)?;
+        let file = match export_hour(
+            dir,
+            hot,
+            store_id,
+            (start, end),
+            max_id,
+            exported_at,
+            seq,
+            options,
+            on_event,
+        ) {
+            Ok(file) => file,
+            Err(StoreError::ExportInterrupted) => {
+                report.interrupted = true;
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         report.rows += file.rows;
         report.bytes += file.bytes;
         report.files.push(file);
@@ -317,6 +350,9 @@ fn export_hour(
     // database's write lock.
     let written = write_pipelined(pending, |send| {
         hot::read_flows(hot.connection(), hot.path(), range, max_id, options.batch_rows, |batch| {
+            if options.interrupted() {
+                return Err(StoreError::ExportInterrupted);
+            }
             let rows = batch.num_rows() as u64;
             send(batch)?;
             on_event(ExportEvent::Rows(rows));

@@ -7,6 +7,8 @@
 //! taken by the next export (into another file of their hour).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -58,11 +60,12 @@ impl std::fmt::Debug for ExportSchedule {
     }
 }
 
-/// The running schedule; dropping it stops the thread (after the export in
-/// progress, if any).
+/// The running schedule; stopping or dropping it stops the thread, ending
+/// an export in progress at its next batch (its uncommitted rows stay hot).
 #[derive(Debug)]
 pub struct ScheduledExport {
     stop: Option<mpsc::Sender<()>>,
+    interrupt: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -70,12 +73,21 @@ impl ScheduledExport {
     pub fn spawn(dir: impl Into<PathBuf>, schedule: ExportSchedule) -> Result<ScheduledExport, StoreError> {
         let dir = dir.into();
         let (stop, stopped) = mpsc::channel();
+        let interrupt = Arc::new(AtomicBool::new(false));
         let thread_dir = dir.clone();
+        let thread_interrupt = Arc::clone(&interrupt);
         let thread = std::thread::Builder::new()
             .name("flowsql-export".into())
-            .spawn(move || run(thread_dir, schedule, stopped))
+            .spawn(move || run(thread_dir, schedule, stopped, thread_interrupt))
             .map_err(|e| StoreError::io("start the export thread for", dir, e))?;
-        Ok(ScheduledExport { stop: Some(stop), thread: Some(thread) })
+        Ok(ScheduledExport { stop: Some(stop), interrupt, thread: Some(thread) })
+    }
+
+    /// Asks an export in progress to end at its next batch, without waiting
+    /// (a stopping capture does this first, so that the export's write
+    /// transactions stop competing with the writer's last commits).
+    pub fn interrupt(&self) {
+        self.interrupt.store(true, Ordering::Relaxed);
     }
 
     pub fn stop(mut self) {
@@ -83,6 +95,7 @@ impl ScheduledExport {
     }
 
     fn shutdown(&mut self) {
+        self.interrupt.store(true, Ordering::Relaxed);
         drop(self.stop.take());
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
@@ -104,7 +117,7 @@ fn next_boundary(now: i64, every: i64, grace: i64) -> (i64, i64) {
     (boundary, boundary.saturating_add(grace))
 }
 
-fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>) {
+fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>, interrupt: Arc<AtomicBool>) {
     let every = i64::try_from(schedule.every.as_nanos()).unwrap_or(i64::MAX).max(1_000_000);
     let grace = i64::try_from(schedule.grace.as_nanos()).unwrap_or(i64::MAX);
     let mut store: Option<Store> = None;
@@ -130,6 +143,7 @@ fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>) {
             cutoff_ns: boundary,
             max_file_rows: schedule.max_file_rows,
             pause_after_rename: schedule.pause_after_rename,
+            interrupt: Some(Arc::clone(&interrupt)),
             ..ExportOptions::up_to(boundary)
         };
         let on_event = schedule.on_event.clone();
@@ -139,6 +153,14 @@ fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>) {
             }
         });
         match result {
+            Ok(report) if report.interrupted => {
+                tracing::info!(
+                    files = report.files.len(),
+                    rows = report.rows,
+                    "export interrupted by the stop; the rows it had not committed stay in the hot tier"
+                );
+                return;
+            }
             Ok(report) if !report.files.is_empty() => {
                 tracing::info!(
                     files = report.files.len(),

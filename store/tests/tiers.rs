@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -223,6 +223,59 @@ fn a_large_hour_is_split_into_files_of_bounded_size() {
         report.files.iter().all(|f| f.rows <= 700 && f.partition_start == report.files[0].partition_start)
     );
     assert_eq!(report.rows, 3000);
+    assert_eq!(sorted(rows(&store.flows(TimeRange::ALL).expect("all"))), sorted(flows));
+}
+
+#[test]
+fn an_interrupted_export_keeps_what_it_committed_and_leaves_the_rest_hot() {
+    let dir = TempDir::new("interrupt");
+    let mut store = Store::open(dir.path()).expect("open");
+    let flows: Vec<_> = (0..3000).map(|i| synthetic::indexed_flow(5, i)).collect();
+    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    let flag = Arc::new(AtomicBool::new(false));
+    let options = ExportOptions {
+        max_file_rows: 700,
+        batch_rows: 100,
+        interrupt: Some(Arc::clone(&flag)),
+        ..ExportOptions::up_to(i64::MAX)
+    };
+    let hot_count = |store: &Store| store.hot().flow_count(TimeRange::ALL).expect("count");
+
+    // Interrupted in the middle of its first file: nothing committed, no
+    // file left behind, every row still hot.
+    let report = store
+        .export(&options, &mut |event| {
+            if matches!(event, ExportEvent::Rows(_)) {
+                flag.store(true, Ordering::Relaxed);
+            }
+        })
+        .expect("an interrupted export is not an error");
+    assert!(report.interrupted);
+    assert_eq!((report.files.len(), report.rows), (0, 0));
+    assert_eq!(hot_count(&store), 3000);
+    assert_eq!(parquet_files(&dir.path().join("flows")), Vec::<PathBuf>::new());
+
+    // Interrupted after its first file: that file stays, the rest is hot.
+    flag.store(false, Ordering::Relaxed);
+    let report = store
+        .export(&options, &mut |event| {
+            if matches!(event, ExportEvent::Committed(_)) {
+                flag.store(true, Ordering::Relaxed);
+            }
+        })
+        .expect("export");
+    assert!(report.interrupted);
+    assert_eq!((report.files.len(), report.rows), (1, 700));
+    assert_eq!(hot_count(&store), 2300);
+    assert_eq!(parquet_files(&dir.path().join("flows")).len(), 1);
+    assert_eq!(sorted(rows(&store.flows(TimeRange::ALL).expect("all"))), sorted(flows.clone()));
+
+    // The next export takes the rest: every flow exactly once.
+    flag.store(false, Ordering::Relaxed);
+    let report = store.export(&options, &mut |_| {}).expect("export");
+    assert!(!report.interrupted);
+    assert_eq!(report.rows, 2300);
+    assert_eq!(hot_count(&store), 0);
     assert_eq!(sorted(rows(&store.flows(TimeRange::ALL).expect("all"))), sorted(flows));
 }
 

@@ -509,8 +509,9 @@ impl Service {
                 (Some(dir), Some(previous)) => match ScheduledExport::spawn(dir, schedule) {
                     Ok(next) => {
                         *export = Some(next);
-                        // An export in progress finishes on its own; the
-                        // two never overlap (they take the export lock).
+                        // An export in progress ends at its next batch (its
+                        // rows stay hot for the new schedule); the two never
+                        // overlap (they take the export lock).
                         let _ = std::thread::Builder::new()
                             .name("flowsql-export-stop".into())
                             .spawn(move || previous.stop());
@@ -560,8 +561,9 @@ impl Service {
     }
 }
 
-/// Commits what the writer has and stops the scheduled export, on a thread
-/// of its own so that the caller can bound the wait.
+/// Commits what the writer has and stops the scheduled export (an export in
+/// progress ends at its next batch; its uncommitted rows stay hot for the
+/// next run), on a thread of its own so that the caller can bound the wait.
 fn finish_store(
     writer: Option<StoreWriter>,
     export: Option<ScheduledExport>,
@@ -571,6 +573,9 @@ fn finish_store(
     std::thread::Builder::new()
         .name("flowsql-stop".into())
         .spawn(move || {
+            if let Some(export) = &export {
+                export.interrupt();
+            }
             let done = writer.map(|writer| {
                 writer.set_capture_counters(counters);
                 writer.finish()
