@@ -93,10 +93,10 @@ pub struct WriterConfig {
 
 /// The default bound of the writer's backlog. The longest the writer waits
 /// for the database is an export's write transaction (deleting up to
-/// `max_file_rows`, 2 million rows, at about half a second per million on
-/// an idle core: 1 s, a few seconds on a loaded machine) plus its own
-/// commit; at 80,000 flows/s, 5 s of waiting is 400,000 flows (about 50 MB
-/// while they wait).
+/// `max_file_rows`, 500,000 rows, at about half a second per million on
+/// an idle core: 0.25 s, a second or more on a loaded machine) plus its own
+/// commit; at 150,000 flows/s, 2.7 s of waiting is 400,000 flows (about
+/// 50 MB while they wait).
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 400_000;
 
 impl Default for WriterConfig {
