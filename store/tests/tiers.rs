@@ -240,31 +240,29 @@ fn an_interrupted_export_keeps_what_it_committed_and_leaves_the_rest_hot() {
         ..ExportOptions::up_to(i64::MAX)
     };
     let hot_count = |store: &Store| store.hot().flow_count(TimeRange::ALL).expect("count");
+    // An export that raises the flag at the first event `at` matches.
+    let export_interrupted_at = |store: &mut Store, at: fn(&ExportEvent<'_>) -> bool| {
+        flag.store(false, Ordering::Relaxed);
+        let report = store
+            .export(&options, &mut |event| {
+                if at(&event) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            })
+            .expect("an interrupted export is not an error");
+        assert!(report.interrupted);
+        report
+    };
 
     // Interrupted in the middle of its first file: nothing committed, no
     // file left behind, every row still hot.
-    let report = store
-        .export(&options, &mut |event| {
-            if matches!(event, ExportEvent::Rows(_)) {
-                flag.store(true, Ordering::Relaxed);
-            }
-        })
-        .expect("an interrupted export is not an error");
-    assert!(report.interrupted);
+    let report = export_interrupted_at(&mut store, |event| matches!(event, ExportEvent::Rows(_)));
     assert_eq!((report.files.len(), report.rows), (0, 0));
     assert_eq!(hot_count(&store), 3000);
     assert_eq!(parquet_files(&dir.path().join("flows")), Vec::<PathBuf>::new());
 
     // Interrupted after its first file: that file stays, the rest is hot.
-    flag.store(false, Ordering::Relaxed);
-    let report = store
-        .export(&options, &mut |event| {
-            if matches!(event, ExportEvent::Committed(_)) {
-                flag.store(true, Ordering::Relaxed);
-            }
-        })
-        .expect("export");
-    assert!(report.interrupted);
+    let report = export_interrupted_at(&mut store, |event| matches!(event, ExportEvent::Committed(_)));
     assert_eq!((report.files.len(), report.rows), (1, 700));
     assert_eq!(hot_count(&store), 2300);
     assert_eq!(parquet_files(&dir.path().join("flows")).len(), 1);

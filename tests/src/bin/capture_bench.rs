@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! cargo build --release -p flowsql -p flowsql-tests
-//! sudo target/release/capture_bench            # about 6 minutes
-//! sudo target/release/capture_bench --quick    # about 1 minute
+//! sudo target/release/capture_bench            # about 10 minutes
+//! sudo target/release/capture_bench --quick    # about 2 minutes
 //! sudo target/release/capture_bench --only resources   # one part: traffic,
 //!                                   # program, completeness or resources
 //! ```
@@ -20,9 +20,9 @@
 //! 4. completeness: the real `flowsql capture` process storing, with DNS
 //!    answers mixed in, while two clients connect as fast as they can for
 //!    60 s (`--quick`: 15 s): rows stored per side against connections made,
-//!    and the loss counters; twice, the capture first in the load
-//!    generator's CPU cgroup, then in one of its own (as systemd runs a
-//!    service);
+//!    and the loss counters; with one DNS name on each flow and with 32 (the
+//!    store's worst case), each with the capture at nice 0 and at the
+//!    unit's nice -5;
 //! 5. that process's CPU and resident memory at 1,000 and 10,000
 //!    connections per second, with DNS answers (a tenth of the rate).
 //!
