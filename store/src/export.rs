@@ -405,34 +405,41 @@ fn remove_uncommitted(path: &Path) {
 
 /// Runs `produce` (reading SQLite on this thread) while another thread
 /// encodes its batches into `pending`: reading and Parquet encoding overlap.
+/// If `produce` fails (or is interrupted), the file is abandoned: never
+/// finished or renamed, its temporary removed.
 fn write_pipelined(
     mut pending: PendingFile,
     produce: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError>,
 ) -> Result<WrittenFile, StoreError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(1);
+    let abandoned = AtomicBool::new(false);
+    let abandoned = &abandoned;
     std::thread::scope(|scope| {
-        let encoder = scope.spawn(move || -> Result<WrittenFile, StoreError> {
+        let encoder = scope.spawn(move || -> Result<Option<WrittenFile>, StoreError> {
             for batch in rx {
                 pending.write(&batch)?;
             }
-            pending.finish()
+            if abandoned.load(Ordering::Acquire) {
+                // Dropping `pending` removes the temporary.
+                return Ok(None);
+            }
+            pending.finish().map(Some)
         });
         let produced = produce(&mut |batch| {
             // A closed channel means the encoder failed: its error wins below.
             let _ = tx.send(batch);
             Ok(())
         });
+        if produced.is_err() {
+            abandoned.store(true, Ordering::Release);
+        }
         drop(tx);
         let encoded =
             encoder.join().unwrap_or_else(|_| Err(StoreError::ThreadFailed { thread: "Parquet encoder" }));
         match (produced, encoded) {
-            (Ok(()), encoded) => encoded,
-            // The reader failed after the encoder finished a file: remove it.
-            (Err(e), Ok(written)) => {
-                let _ = std::fs::remove_file(&written.path);
-                Err(e)
-            }
-            (Err(e), Err(_)) => Err(e),
+            (Ok(()), Ok(Some(written))) => Ok(written),
+            (Ok(()), Ok(None)) => Err(StoreError::ThreadFailed { thread: "Parquet encoder" }),
+            (Ok(()), Err(e)) | (Err(e), _) => Err(e),
         }
     })
 }
