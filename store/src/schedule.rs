@@ -95,7 +95,7 @@ impl ScheduledExport {
     }
 
     fn shutdown(&mut self) {
-        self.interrupt.store(true, Ordering::Relaxed);
+        self.interrupt();
         drop(self.stop.take());
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()

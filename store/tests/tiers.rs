@@ -67,6 +67,15 @@ fn test_flows() -> Vec<FlowBegin> {
     flows
 }
 
+/// A new store in `dir` holding `count` flows of synthetic run `run` in its
+/// hot tier (50 ms apart: all in one hour for a few thousand), and the flows.
+fn store_with_hot_flows(dir: &TempDir, run: u32, count: u64) -> (Store, Vec<FlowBegin>) {
+    let mut store = Store::open(dir.path()).expect("open");
+    let flows: Vec<_> = (0..count).map(|i| synthetic::indexed_flow(run, i)).collect();
+    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    (store, flows)
+}
+
 fn export_all(store: &mut Store) -> flowsql_store::ExportReport {
     store.export(&ExportOptions::up_to(i64::MAX), &mut |_| {}).expect("export")
 }
@@ -164,9 +173,7 @@ fn the_data_directory_is_private_to_owner_and_group() {
 #[test]
 fn an_export_takes_only_the_rows_that_existed_when_it_started() {
     let dir = TempDir::new("snapshot");
-    let mut store = Store::open(dir.path()).expect("open");
-    let first: Vec<_> = (0..500).map(|i| synthetic::indexed_flow(1, i)).collect();
-    store.hot_mut().insert_flows(&batch_from_flows(&first)).expect("insert");
+    let (mut store, first) = store_with_hot_flows(&dir, 1, 500);
     // While the export runs, another connection commits rows into the very
     // hour being exported; they must stay hot, not be deleted unexported.
     let late: Vec<_> = (0..300).map(|i| synthetic::indexed_flow(2, i)).collect();
@@ -212,10 +219,8 @@ fn only_rows_before_the_cutoff_are_exported() {
 #[test]
 fn a_large_hour_is_split_into_files_of_bounded_size() {
     let dir = TempDir::new("split");
-    let mut store = Store::open(dir.path()).expect("open");
     // 3000 flows 50 ms apart: 150 s, all in one hour.
-    let flows: Vec<_> = (0..3000).map(|i| synthetic::indexed_flow(4, i)).collect();
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    let (mut store, flows) = store_with_hot_flows(&dir, 4, 3000);
     let options = ExportOptions { max_file_rows: 700, ..ExportOptions::up_to(i64::MAX) };
     let report = store.export(&options, &mut |_| {}).expect("export");
     assert_eq!(report.files.len(), 5, "{:?}", report.files.iter().map(|f| f.rows).collect::<Vec<_>>());
@@ -229,9 +234,7 @@ fn a_large_hour_is_split_into_files_of_bounded_size() {
 #[test]
 fn an_interrupted_export_keeps_what_it_committed_and_leaves_the_rest_hot() {
     let dir = TempDir::new("interrupt");
-    let mut store = Store::open(dir.path()).expect("open");
-    let flows: Vec<_> = (0..3000).map(|i| synthetic::indexed_flow(5, i)).collect();
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    let (mut store, flows) = store_with_hot_flows(&dir, 5, 3000);
     let flag = Arc::new(AtomicBool::new(false));
     let options = ExportOptions {
         max_file_rows: 700,

@@ -366,8 +366,6 @@ fn main() {
     // flow goes to: a flow carries one name, as most do.
     let shared_address: &[&str] = &["--address=/load.test/10.98.0.1"];
     let one_name: &[&str] = &["--address=/n0.load.test/10.98.0.1", "--address=/load.test/10.98.200.1"];
-    let mut dns = Some(Dnsmasq::start(Place::outside().in_netns(&lab), shared_address));
-    let mut dns_records = shared_address;
     let client = Place::cgroup(&cgroup).in_netns(&lab);
     let server = Server::start(&np, client, "10.98.0.1:0", &[]);
     let to = format!("10.98.0.1:{}", server.port);
@@ -424,51 +422,44 @@ fn main() {
             "\n| completeness at the highest rate ({run_seconds:.0} s, capture + store + DNS) | 1 name a flow, capture at nice 0 | 1 name a flow, capture at nice {CAPTURE_NICE} (the unit's `Nice=`) | 32 names a flow, nice 0 | 32 names a flow, nice {CAPTURE_NICE} |"
         );
         println!("|---|---|---|---|---|");
-        let results: Vec<_> =
-            [(one_name, false), (one_name, true), (shared_address, false), (shared_address, true)]
-                .into_iter()
-                .map(|(records, raised)| {
-                    if dns_records != records {
-                        // One DNS server on the namespace's port 53 at a time.
-                        drop(dns.take());
-                        dns = Some(Dnsmasq::start(Place::outside().in_netns(&lab), records));
-                        dns_records = records;
-                    }
-                    let data = TempDir::new("benchdata");
-                    let capture = StoringCapture::start(&flowsql, &cgroup, data.path(), "20s");
-                    if raised {
-                        renice(capture.pid(), CAPTURE_NICE);
-                    }
-                    let cpu0 = proc_cpu_seconds(capture.pid());
-                    let started = Instant::now();
-                    let made: f64 =
-                        spawn_clients(None, run_seconds).into_iter().map(|h| h.join().expect("client")).sum();
-                    let elapsed = started.elapsed().as_secs_f64();
-                    let cpu = (proc_cpu_seconds(capture.pid()) - cpu0) / elapsed;
-                    capture.stop();
-                    let rows = query(
-                        &flowsql,
-                        data.path(),
-                        "SELECT connectionDirection, count(*) FROM flows GROUP BY 1 ORDER BY 1",
-                    );
-                    let status = Command::new(&flowsql)
-                        .args(["status", "--json", "--data-dir"])
-                        .arg(data.path())
-                        .output()
-                        .expect("status");
-                    let status: serde_json::Value =
-                        serde_json::from_slice(&status.stdout).expect("status JSON");
-                    let domains = query(&flowsql, data.path(), "SELECT count(*) FROM domains");
-                    let rows: Vec<String> = rows.lines().skip(1).map(|line| line.replace(',', " ")).collect();
-                    [
-                        format!("{made:.0} ({:.0}/s)", made / elapsed),
-                        rows.join(", "),
-                        domains.lines().nth(1).unwrap_or("?").to_owned(),
-                        format!("{:.0} % of one core", cpu * 100.0),
-                        status["capture"]["loss"].to_string(),
-                    ]
-                })
-                .collect();
+        let mut results = Vec::new();
+        for records in [one_name, shared_address] {
+            let _dns = Dnsmasq::start(Place::outside().in_netns(&lab), records);
+            for raised in [false, true] {
+                let data = TempDir::new("benchdata");
+                let capture = StoringCapture::start(&flowsql, &cgroup, data.path(), "20s");
+                if raised {
+                    renice(capture.pid(), CAPTURE_NICE);
+                }
+                let cpu0 = proc_cpu_seconds(capture.pid());
+                let started = Instant::now();
+                let made: f64 =
+                    spawn_clients(None, run_seconds).into_iter().map(|h| h.join().expect("client")).sum();
+                let elapsed = started.elapsed().as_secs_f64();
+                let cpu = (proc_cpu_seconds(capture.pid()) - cpu0) / elapsed;
+                capture.stop();
+                let rows = query(
+                    &flowsql,
+                    data.path(),
+                    "SELECT connectionDirection, count(*) FROM flows GROUP BY 1 ORDER BY 1",
+                );
+                let status = Command::new(&flowsql)
+                    .args(["status", "--json", "--data-dir"])
+                    .arg(data.path())
+                    .output()
+                    .expect("status");
+                let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+                let domains = query(&flowsql, data.path(), "SELECT count(*) FROM domains");
+                let rows: Vec<String> = rows.lines().skip(1).map(|line| line.replace(',', " ")).collect();
+                results.push([
+                    format!("{made:.0} ({:.0}/s)", made / elapsed),
+                    rows.join(", "),
+                    domains.lines().nth(1).unwrap_or("?").to_owned(),
+                    format!("{:.0} % of one core", cpu * 100.0),
+                    status["capture"]["loss"].to_string(),
+                ]);
+            }
+        }
         let measures = [
             "connections made",
             "rows stored per side",
@@ -484,9 +475,7 @@ fn main() {
     if !wants("resources") {
         return;
     }
-    // (The completeness runs end with every name on the server's address,
-    // as the runs below want it.)
-    assert!(dns_records == shared_address && dns.is_some());
+    let _dns = Dnsmasq::start(Place::outside().in_netns(&lab), shared_address);
 
     println!(
         "\n| capture process at a steady rate, with DNS answers | CPU (of one core) | resident memory (peak) |"
