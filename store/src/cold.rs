@@ -1,6 +1,7 @@
 //! The cold tier: Parquet files under
-//! `<data-dir>/flows/date=YYYY-MM-DD/hour=HH/` (UTC), readable as they are by
-//! pyarrow, pandas, polars, DuckDB and Spark as a hive-partitioned dataset.
+//! `<data-dir>/<table>/date=YYYY-MM-DD/hour=HH/` (UTC), readable as they are
+//! by pyarrow, pandas, polars, DuckDB and Spark as a hive-partitioned
+//! dataset.
 //!
 //! Files are zstd-compressed, dictionary-encoded (except the timestamp,
 //! which is DELTA_BINARY_PACKED), carry page statistics and column indexes,
@@ -27,7 +28,11 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::schema::types::ColumnPath;
 
 use crate::StoreError;
-use crate::schema::{flow_column, flows_schema};
+use crate::table::EventTable;
+
+/// Footer key naming the store that wrote a file (see
+/// [`crate::Store::store_id`]).
+pub const STORE_ID_KEY: &str = "flowsql.storeId";
 
 /// Mode of the files flowsql creates: owner read-write, group read.
 pub const FILE_MODE: u32 = 0o640;
@@ -60,15 +65,11 @@ pub struct ColdFile {
     pub max_timestamp: i64,
 }
 
-/// The Parquet writer settings of the cold tier.
-pub fn writer_properties() -> WriterProperties {
-    writer_properties_with(Vec::new())
-}
-
-/// [`writer_properties`] with extra key-value metadata in the footer.
-pub fn writer_properties_with(metadata: Vec<KeyValue>) -> WriterProperties {
+/// The Parquet writer settings of `table`'s cold tier, with key-value
+/// metadata for the footer.
+pub fn writer_properties(table: &EventTable, metadata: Vec<KeyValue>) -> WriterProperties {
     let zstd = ZstdLevel::try_new(ZSTD_LEVEL).unwrap_or_default();
-    let ts = ColumnPath::from(flows_schema().field(flow_column::TIMESTAMP).name().as_str());
+    let ts = ColumnPath::from(table.schema().field(table.time_column()).name().as_str());
     WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::ZSTD(zstd))
@@ -80,7 +81,7 @@ pub fn writer_properties_with(metadata: Vec<KeyValue>) -> WriterProperties {
         .set_column_encoding(ts, Encoding::DELTA_BINARY_PACKED)
         .set_key_value_metadata((!metadata.is_empty()).then_some(metadata))
         .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: flow_column::TIMESTAMP as i32,
+            column_idx: i32::try_from(table.time_column()).unwrap_or(0),
             descending: false,
             nulls_first: false,
         }]))
@@ -128,6 +129,7 @@ pub fn temp_name(final_name: &str) -> String {
 /// [`finish`](Self::finish), it deletes the temporary file.
 #[derive(Debug)]
 pub struct PendingFile {
+    table: EventTable,
     temp: PathBuf,
     path: PathBuf,
     writer: Option<ArrowWriter<File>>,
@@ -147,13 +149,14 @@ pub struct WrittenFile {
 }
 
 impl PendingFile {
-    /// Starts `dir/name` (creating `dir`), writing to `dir/.name.tmp`.
-    pub fn create(dir: &Path, name: &str) -> Result<Self, StoreError> {
-        PendingFile::create_with(dir, name, Vec::new())
-    }
-
-    /// [`create`](Self::create) with key-value metadata for the footer.
-    pub fn create_with(dir: &Path, name: &str, metadata: Vec<KeyValue>) -> Result<Self, StoreError> {
+    /// Starts a file of `table` at `dir/name` (creating `dir`), writing to
+    /// `dir/.name.tmp`, with key-value metadata for the footer.
+    pub fn create(
+        table: &EventTable,
+        dir: &Path,
+        name: &str,
+        metadata: Vec<KeyValue>,
+    ) -> Result<Self, StoreError> {
         create_dir_all(dir)?;
         let temp = dir.join(temp_name(name));
         let file = OpenOptions::new()
@@ -164,6 +167,7 @@ impl PendingFile {
             .open(&temp)
             .map_err(|e| StoreError::io("create", &temp, e))?;
         let mut pending = PendingFile {
+            table: table.clone(),
             temp,
             path: dir.join(name),
             writer: None,
@@ -171,13 +175,14 @@ impl PendingFile {
             min_ts: i64::MAX,
             max_ts: i64::MIN,
         };
-        let writer = ArrowWriter::try_new(file, flows_schema(), Some(writer_properties_with(metadata)))
+        let writer = ArrowWriter::try_new(file, Arc::clone(table.schema()), Some(writer_properties(table, metadata)))
             .map_err(|source| StoreError::ParquetWrite { path: pending.temp.clone(), source })?;
         pending.writer = Some(writer);
         Ok(pending)
     }
 
-    /// Appends a flows batch (rows must come in time order across calls).
+    /// Appends a batch of the table's logical schema (rows must come in time
+    /// order across calls).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
         let Some(writer) = self.writer.as_mut() else {
             return Err(StoreError::ParquetWrite {
@@ -188,7 +193,7 @@ impl PendingFile {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let ts = crate::batch::timestamps(batch);
+        let ts = self.table.times(batch);
         self.min_ts = ts.iter().copied().fold(self.min_ts, i64::min);
         self.max_ts = ts.iter().copied().fold(self.max_ts, i64::max);
         self.rows += batch.num_rows() as u64;
@@ -242,8 +247,11 @@ impl Drop for PendingFile {
     }
 }
 
-/// Calls `f` with the batches of a flows Parquet file, `batch_rows` at a time.
+/// Calls `f` with the batches of a Parquet file of `table`, `batch_rows` at
+/// a time, in the table's logical schema (a file written before a column
+/// was added gets it filled in, see [`EventTable::conform`]).
 pub fn for_each_batch(
+    table: &EventTable,
     path: &Path,
     batch_rows: usize,
     mut f: impl FnMut(RecordBatch) -> Result<(), StoreError>,
@@ -257,19 +265,15 @@ pub fn for_each_batch(
         .map_err(read_err)?;
     for batch in reader {
         let batch = batch.map_err(|e| read_err(ParquetError::External(Box::new(e))))?;
-        crate::batch::check_flows_batch(&batch)?;
-        // Same columns and types; give it the one schema (and its metadata).
-        let batch = RecordBatch::try_new(flows_schema(), batch.columns().to_vec())
-            .map_err(|e| read_err(ParquetError::External(Box::new(e))))?;
-        f(batch)?;
+        f(table.conform(&batch)?)?;
     }
     Ok(())
 }
 
-/// All batches of a flows Parquet file.
-pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
+/// All batches of a Parquet file of `table`.
+pub fn read_file(table: &EventTable, path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     let mut batches = Vec::new();
-    for_each_batch(path, 64 * 1024, |b| {
+    for_each_batch(table, path, 64 * 1024, |b| {
         batches.push(b);
         Ok(())
     })?;
@@ -277,8 +281,9 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
 }
 
 /// Checks that `path` is a readable Parquet file of `bytes` bytes and `rows`
-/// rows whose columns are the flows columns (footer only; cheap).
-pub fn verify(path: &Path, rows: u64, bytes: u64) -> Result<(), StoreError> {
+/// rows whose columns are columns of `table`, its time column among them
+/// (footer only; cheap).
+pub fn verify(table: &EventTable, path: &Path, rows: u64, bytes: u64) -> Result<(), StoreError> {
     let mismatch = |reason: String| StoreError::ParquetMismatch { path: path.to_owned(), reason };
     let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
     let len = file.metadata().map_err(|e| StoreError::io("stat", path, e))?.len();
@@ -297,25 +302,22 @@ pub fn verify(path: &Path, rows: u64, bytes: u64) -> Result<(), StoreError> {
         metadata.file_metadata().key_value_metadata(),
     )
     .map_err(|source| StoreError::ParquetRead { path: path.to_owned(), source })?;
-    let expected = flows_schema();
-    let names: Vec<_> = arrow_schema.fields().iter().map(|f| f.name()).collect();
-    let want: Vec<_> = expected.fields().iter().map(|f| f.name()).collect();
-    if names != want {
-        return Err(mismatch(format!("columns {names:?}")));
+    let known = table.schema();
+    if let Some(unknown) = arrow_schema.fields().iter().find(|f| known.field_with_name(f.name()).is_err()) {
+        return Err(mismatch(format!("column {} is not a column of {}", unknown.name(), table.name())));
+    }
+    let time = known.field(table.time_column()).name();
+    if arrow_schema.field_with_name(time).is_err() {
+        return Err(mismatch(format!("no {time} column")));
     }
     Ok(())
-}
-
-/// A cheap shared handle to the writer settings (for benchmarks and tests
-/// that write their own files).
-pub fn shared_writer_properties() -> Arc<WriterProperties> {
-    Arc::new(writer_properties())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{batch_from_flows, flows_from_batch};
+    use crate::flows::{batch_from_flows, flows_from_batch};
+    use crate::schema::{flows_schema, flows_table};
     use crate::synthetic;
     use crate::test_util::TempDir;
 
@@ -333,25 +335,25 @@ mod tests {
         let dir = TempDir::new("cold");
         let mut flows = synthetic::edge_flows();
         flows.sort_by_key(|f| f.timestamp_ns);
-        let mut pending = PendingFile::create(dir.path(), "part-1.parquet").expect("create");
+        let mut pending = PendingFile::create(flows_table(), dir.path(), "part-1.parquet", Vec::new()).expect("create");
         assert!(dir.path().join(".part-1.parquet.tmp").exists());
         pending.write(&batch_from_flows(&flows[..3])).expect("write");
         pending.write(&batch_from_flows(&flows[3..])).expect("write");
         let written = pending.finish().expect("finish");
         assert_eq!(written.rows, flows.len() as u64);
         assert!(!dir.path().join(".part-1.parquet.tmp").exists());
-        verify(&written.path, written.rows, written.bytes).expect("verifies");
-        let batches = read_file(&written.path).expect("read");
+        verify(flows_table(), &written.path, written.rows, written.bytes).expect("verifies");
+        let batches = read_file(flows_table(), &written.path).expect("read");
         assert_eq!(batches[0].schema(), flows_schema());
         let back: Vec<_> = batches.iter().flat_map(|b| flows_from_batch(b).expect("valid")).collect();
         assert_eq!(back, flows);
-        assert!(verify(&written.path, written.rows + 1, written.bytes).is_err());
+        assert!(verify(flows_table(), &written.path, written.rows + 1, written.bytes).is_err());
     }
 
     #[test]
     fn an_abandoned_file_leaves_no_temporary() {
         let dir = TempDir::new("coldabandon");
-        let mut pending = PendingFile::create(dir.path(), "part-2.parquet").expect("create");
+        let mut pending = PendingFile::create(flows_table(), dir.path(), "part-2.parquet", Vec::new()).expect("create");
         pending.write(&batch_from_flows(&synthetic::edge_flows())).expect("write");
         drop(pending);
         assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);

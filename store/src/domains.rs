@@ -1,62 +1,43 @@
-//! Domains: one row per (ip, name) the host resolved, with when it was first
-//! and last seen and when its TTL runs out (DESIGN.md section 2).
-//!
-//! The Arrow schema is [`crate::domains_schema`]; the SQLite table comes
-//! from `migrations/0002_domains.sql`: one row per (ip, name) and validity
-//! period, see [`record_observations`] and the migration's comment.
+//! Domains: one row per (ip, name) the host resolved and validity period,
+//! with when it was first and last seen and when its TTL runs out
+//! (docs/architecture.md, "Domains"). This module owns the `domains` table
+//! of `flowsql.db` (migrations/0002; see its comment for why a row is a
+//! period).
 //!
 //! Writes go through the capture's store writer, in the same transactions
-//! as flows: [`StoreWriter::run_in_write_transaction`](crate::StoreWriter::run_in_write_transaction)
-//! with a job that upserts rows, or [`HotStore::with_write_transaction`] from
-//! any other holder of a [`HotStore`]. Domains stay in the hot tier (they
-//! are few); they are not exported to Parquet.
+//! as the event batches ([`crate::StoreWriter::record_domains`]). Domains
+//! stay in SQLite (they are few); they are not exported to Parquet.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{ArrayBuilder, ArrayRef, StringBuilder, TimestampNanosecondBuilder};
 use arrow::record_batch::RecordBatch;
-use flowsql_event::{DomainObservation, canonical_ip};
+use flowsql_event::{DomainName, DomainObservation, canonical_ip};
 use rusqlite::{Connection, params};
 
-use crate::hot::HotStore;
 use crate::schema::{UTC, domains_schema};
 use crate::{StoreError, TimeRange};
 
-/// Whether the `domains` table exists yet (its migration ships with DNS
-/// capture).
-pub fn has_domains_table(hot: &HotStore) -> Result<bool, StoreError> {
-    hot.connection()
-        .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'domains'", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map(|n| n > 0)
-        .map_err(hot.err("look for the domains table"))
+fn sqlite<'a>(action: &'static str, conn: &'a Connection) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+    move |e| StoreError::sqlite(action, conn.path().unwrap_or("flowsql.db"), e)
 }
 
 /// The domain rows seen during `range` (`lastSeen >= since` and
 /// `firstSeen < until`), as batches of [`domains_schema`] of at most
-/// `batch_rows` rows; none if the table does not exist yet.
-pub fn domains_in_range(
-    hot: &HotStore,
-    range: TimeRange,
-    batch_rows: usize,
-) -> Result<Vec<RecordBatch>, StoreError> {
-    if !has_domains_table(hot)? {
-        return Ok(Vec::new());
-    }
-    let err = hot.err("read domains");
-    let mut stmt = hot
-        .connection()
+/// `batch_rows` rows.
+pub(crate) fn in_range(conn: &Connection, range: TimeRange, batch_rows: usize) -> Result<Vec<RecordBatch>, StoreError> {
+    let mut stmt = conn
         .prepare_cached(
             "SELECT ip, name, question, firstSeen, lastSeen, expiresAt FROM domains
              WHERE lastSeen >= ?1 AND firstSeen < ?2 ORDER BY firstSeen",
         )
-        .map_err(err)?;
-    let mut rows = stmt.query(params![range.start(), range.end()]).map_err(hot.err("read domains"))?;
+        .map_err(sqlite("read domains", conn))?;
+    let mut rows = stmt.query(params![range.start(), range.end()]).map_err(sqlite("read domains", conn))?;
     let batch_rows = batch_rows.max(1);
     let mut builders = DomainColumns::default();
     let mut batches = Vec::new();
-    while let Some(row) = rows.next().map_err(hot.err("read domains"))? {
+    while let Some(row) = rows.next().map_err(sqlite("read domains", conn))? {
         let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?.to_owned()));
         let read = || -> rusqlite::Result<_> {
             Ok((
@@ -68,7 +49,7 @@ pub fn domains_in_range(
                 row.get::<_, i64>(5)?,
             ))
         };
-        let (ip, name, question, first, last, expires) = read().map_err(hot.err("read domains"))?;
+        let (ip, name, question, first, last, expires) = read().map_err(sqlite("read domains", conn))?;
         builders.ip.append_value(ip);
         builders.name.append_value(name);
         builders.question.append_value(question);
@@ -85,33 +66,68 @@ pub fn domains_in_range(
     Ok(batches)
 }
 
-/// Records what DNS answers taught, inside the caller's write transaction
-/// `tx`: an observation inside a period still valid when it was seen extends
-/// that period (`lastSeen`, and `expiresAt` if later); any other starts a new
+/// What the domain rows still valid at `now_ns` say: one observation per
+/// (ip, name) whose period has not run out (`expiresAt > now`), as first
+/// seen in its period and expiring when its TTL does. A restarted capture
+/// teaches them to its name cache, so that names learned before the
+/// restart keep naming flows while they are valid.
+pub(crate) fn valid_at(conn: &Connection, now_ns: i64) -> Result<Vec<DomainObservation>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT ip, name, question, firstSeen, expiresAt FROM domains
+             WHERE expiresAt > ?1 AND firstSeen <= ?1 ORDER BY ip, firstSeen, rowid",
+        )
+        .map_err(sqlite("read valid domains", conn))?;
+    let rows = stmt
+        .query_map([now_ns], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+        })
+        .map_err(sqlite("read valid domains", conn))?;
+    let mut observations = Vec::new();
+    for row in rows {
+        let (ip, name, question, seen_ns, expires_ns) = row.map_err(sqlite("read valid domains", conn))?;
+        // A row this flowsql did not write (hand-edited) is skipped, not fatal.
+        let Ok(ip) = ip.parse() else { continue };
+        observations.push(DomainObservation {
+            ip,
+            name: DomainName::from(name.as_str()),
+            question: DomainName::from(question.as_str()),
+            seen_ns,
+            expires_ns,
+        });
+    }
+    Ok(observations)
+}
+
+/// Records what DNS answers taught, inside the caller's write transaction:
+/// an observation inside a period still valid when it was seen extends that
+/// period (`lastSeen`, and `expiresAt` if later); any other starts a new
 /// period. Returns the number of observations recorded.
-pub fn record_observations(tx: &Connection, observations: &[DomainObservation]) -> Result<usize, StoreError> {
-    let err = |e| StoreError::sqlite("record domains", "flowsql.db", e);
-    let mut extend = tx
+pub(crate) fn record(conn: &Connection, observations: &[DomainObservation]) -> Result<usize, StoreError> {
+    let mut extend = conn
         .prepare_cached(
             "UPDATE domains SET lastSeen = max(lastSeen, ?3), expiresAt = max(expiresAt, ?4)
              WHERE ip = ?1 AND name = ?2 AND firstSeen <= ?3 AND expiresAt >= ?3",
         )
-        .map_err(err)?;
-    let mut start = tx
+        .map_err(sqlite("record domains", conn))?;
+    let mut start = conn
         .prepare_cached(
             "INSERT INTO domains (ip, name, question, firstSeen, lastSeen, expiresAt)
              VALUES (?1, ?2, ?3, ?4, ?4, ?5)
              ON CONFLICT (ip, name, firstSeen) DO UPDATE SET expiresAt = max(expiresAt, excluded.expiresAt)",
         )
-        .map_err(err)?;
+        .map_err(sqlite("record domains", conn))?;
     let mut ip_text = String::new();
     for o in observations {
-        use std::fmt::Write as _;
         ip_text.clear();
         let _ = write!(ip_text, "{}", canonical_ip(o.ip));
-        let extended = extend.execute(params![ip_text, &*o.name, o.seen_ns, o.expires_ns]).map_err(err)?;
+        let extended = extend
+            .execute(params![ip_text, &*o.name, o.seen_ns, o.expires_ns])
+            .map_err(sqlite("record domains", conn))?;
         if extended == 0 {
-            start.execute(params![ip_text, &*o.name, &*o.question, o.seen_ns, o.expires_ns]).map_err(err)?;
+            start
+                .execute(params![ip_text, &*o.name, &*o.question, o.seen_ns, o.expires_ns])
+                .map_err(sqlite("record domains", conn))?;
         }
     }
     Ok(observations.len())
@@ -149,13 +165,16 @@ impl DomainColumns {
             Arc::new(self.last_seen.finish()),
             Arc::new(self.expires_at.finish()),
         ];
-        RecordBatch::try_new(domains_schema(), columns).map_err(|e| StoreError::InvalidBatch(e.to_string()))
+        RecordBatch::try_new(domains_schema(), columns)
+            .map_err(|e| StoreError::InvalidBatch { table: "domains", reason: e.to_string() })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::database::{Database, MemoryUse};
+    use crate::migrations::MIGRATIONS;
     use crate::test_util::TempDir;
 
     fn observation(ip: &str, name: &str, question: &str, seen: i64, expires: i64) -> DomainObservation {
@@ -168,9 +187,9 @@ mod tests {
         }
     }
 
-    fn rows(hot: &HotStore) -> Vec<(String, String, String, i64, i64, i64)> {
-        let mut stmt = hot
-            .connection()
+    fn rows(db: &Database) -> Vec<(String, String, String, i64, i64, i64)> {
+        let mut stmt = db
+            .conn()
             .prepare("SELECT ip, name, question, firstSeen, lastSeen, expiresAt FROM domains ORDER BY ip, name, firstSeen")
             .expect("prepare");
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
@@ -179,10 +198,14 @@ mod tests {
             .expect("rows")
     }
 
+    fn open(dir: &TempDir) -> Database {
+        Database::open(&dir.path().join("flowsql.db"), MIGRATIONS, MemoryUse::Fast).expect("open")
+    }
+
     #[test]
     fn answers_extend_a_valid_period_and_start_a_new_one_after_it_ran_out() {
         let dir = TempDir::new("domains-periods");
-        let mut hot = HotStore::open(&dir.path().join("flowsql.db")).expect("open");
+        let mut db = open(&dir);
         let learned = [
             observation("192.0.2.1", "a.test", "a.test", 100, 160),
             // Within the period: extends it.
@@ -197,9 +220,9 @@ mod tests {
             observation("2001:db8::1", "c.test", "c.test", 10, 20),
             observation("2001:db8::1", "c.test", "c.test", 10, 20),
         ];
-        hot.with_write_transaction(|tx, _| record_observations(tx, &learned)).expect("record");
+        db.write(|tx| record(tx, &learned)).expect("record");
         assert_eq!(
-            rows(&hot),
+            rows(&db),
             vec![
                 ("192.0.2.1".into(), "a.test".into(), "a.test".into(), 100, 200, 210),
                 ("192.0.2.1".into(), "a.test".into(), "x.test".into(), 300, 300, 360),
@@ -207,25 +230,31 @@ mod tests {
                 ("2001:db8::1".into(), "c.test".into(), "c.test".into(), 10, 10, 20),
             ]
         );
+        // At 350: the second period of a.test and b.test are valid; c.test ran out.
+        let valid = valid_at(db.conn(), 350).expect("valid");
+        let names: Vec<_> = valid.iter().map(|o| (o.ip.to_string(), o.name.to_string(), o.expires_ns)).collect();
+        assert_eq!(
+            names,
+            [("192.0.2.1".into(), "b.test".into(), 400), ("192.0.2.1".into(), "a.test".into(), 360)]
+        );
     }
 
     #[test]
-    fn domains_read_back_as_arrow_once_the_table_exists() {
+    fn domains_read_back_as_arrow() {
         let dir = TempDir::new("domains");
-        let mut hot = HotStore::open(&dir.path().join("flowsql.db")).expect("open");
-        assert!(domains_in_range(&hot, TimeRange::ALL, 10).expect("no table yet").is_empty());
-        hot.with_write_transaction(|tx, _| {
-            tx.execute_batch(
-                "CREATE TABLE IF NOT EXISTS domains (ip TEXT NOT NULL, name TEXT NOT NULL, question TEXT NOT NULL,
-                   firstSeen INTEGER NOT NULL, lastSeen INTEGER NOT NULL, expiresAt INTEGER NOT NULL,
-                   PRIMARY KEY (ip, name));
-                 INSERT INTO domains VALUES ('192.0.2.1', 'a.example', 'a.example', 10, 20, 30);
-                 INSERT INTO domains VALUES ('192.0.2.2', 'b.example', 'c.example', 100, 200, 300);",
+        let mut db = open(&dir);
+        assert!(in_range(db.conn(), TimeRange::ALL, 10).expect("empty").is_empty());
+        db.write(|tx| {
+            record(
+                tx,
+                &[
+                    observation("192.0.2.1", "a.example", "a.example", 10, 30),
+                    observation("192.0.2.2", "b.example", "c.example", 100, 300),
+                ],
             )
-            .map_err(|e| StoreError::sqlite("test", "x", e))
         })
         .expect("write");
-        let batches = domains_in_range(&hot, TimeRange::new(Some(15), Some(50)), 10).expect("read");
+        let batches = in_range(db.conn(), TimeRange::new(Some(5), Some(50)), 10).expect("read");
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].schema(), domains_schema());
         assert_eq!(batches[0].num_rows(), 1);

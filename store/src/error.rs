@@ -52,12 +52,36 @@ pub enum StoreError {
     },
     #[error("Parquet file {path} is not what the manifest says: {reason}")]
     ParquetMismatch { path: PathBuf, reason: String },
-    #[error("invalid flows batch: {0}")]
-    InvalidBatch(String),
+    #[error("invalid {table} batch: {reason}")]
+    InvalidBatch { table: &'static str, reason: String },
+    #[error("invalid event table {table}: {reason}")]
+    InvalidTable { table: String, reason: String },
+    #[error("no event table named {0}")]
+    UnknownTable(String),
     #[error("invalid row in table {table} of database {path}: {reason}")]
     InvalidRow { table: &'static str, path: PathBuf, reason: String },
-    #[error("export of {path} took {written} rows but would have deleted {deleted} from the hot tier")]
-    ExportConflict { path: PathBuf, written: u64, deleted: u64 },
+    #[error("failed to {action} an Arrow IPC batch")]
+    Ipc {
+        action: &'static str,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    #[error("hot batch {seq} is unreadable")]
+    CorruptBatch {
+        seq: i64,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("hot batch {seq} vanished inside a read transaction")]
+    MissingBatch { seq: i64 },
+    #[error("the upgrade step of migration {name} failed")]
+    MigrationStep {
+        name: &'static str,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("export of {path} refused: {reason}")]
+    ExportConflict { path: PathBuf, reason: String },
     #[error("export destination {path} is not empty")]
     DestinationNotEmpty { path: PathBuf },
     #[error("the {thread} thread stopped unexpectedly")]
@@ -84,6 +108,9 @@ impl StoreError {
     /// Not a full disk, a read-only or vanished directory, or corruption.
     pub fn is_transient(&self) -> bool {
         match self {
+            StoreError::MigrationStep { source, .. } | StoreError::CorruptBatch { source, .. } => {
+                source.is_transient()
+            }
             StoreError::Sqlite { source, .. } | StoreError::Migration { source, .. } => matches!(
                 source.sqlite_error_code(),
                 Some(

@@ -1,8 +1,11 @@
-//! Domain lists as SQLite stores them: JSON arrays of strings (`[]`,
-//! `["a.example","b.example"]`), written and read without a JSON value per
-//! row. Anything unusual (escapes) goes through serde_json.
+//! Domain lists as the row-per-flow hot tier of flowsql 0.1 stored them:
+//! JSON arrays of strings (`[]`, `["a.example","b.example"]`), read without a
+//! JSON value per row; anything unusual (escapes) goes through serde_json.
+//! Read once, when such a data directory is upgraded (see `upgrade`).
 
-/// Appends `names` to `out` as a JSON array of strings.
+/// Appends `names` to `out` as a JSON array of strings (as flowsql 0.1 wrote
+/// them; the tests check that `decode` reads what it wrote).
+#[cfg(test)]
 pub(crate) fn encode<'a>(names: impl IntoIterator<Item = &'a str>, out: &mut String) {
     out.push('[');
     for (i, name) in names.into_iter().enumerate() {

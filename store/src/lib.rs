@@ -1,37 +1,55 @@
-//! The store: captured flows as Arrow [`RecordBatch`]es, kept in a SQLite
-//! hot tier and moved, exactly once, to a Parquet cold tier (DESIGN.md
-//! section 4).
+//! The store: events as Arrow [`RecordBatch`]es, kept in a SQLite hot tier
+//! and moved, exactly once, to a Parquet cold tier (docs/architecture.md,
+//! "The store").
 //!
 //! ```text
-//! <data-dir>/flowsql.db                                SQLite (WAL): hot flows, domains,
-//!                                                      exports manifest, capture_stats
-//! <data-dir>/flows/date=YYYY-MM-DD/hour=HH/*.parquet   cold flows (only files in the manifest)
-//! <data-dir>/quarantine/                               corrupt files set aside, never read
+//! <data-dir>/flowsql.db                                  SQLite (WAL): hot batches, manifest,
+//!                                                        domains, capture_stats, store_state
+//! <data-dir>/<table>/date=YYYY-MM-DD/hour=HH/*.parquet   cold events (only files in the manifest)
+//! <data-dir>/quarantine/                                 corrupt files set aside, never read
 //! ```
 //!
-//! - [`schema`] defines the one Arrow schema of `flows` and of `domains`.
-//! - [`batch`] turns [`FlowBegin`](flowsql_event::FlowBegin)s into batches
-//!   and back.
-//! - [`hot`] is the SQLite tier, [`cold`] the Parquet files, [`export`] the
-//!   exactly-once move between them (and retention, and copies for others).
-//! - [`writer`] is the capture's store writer thread, [`schedule`] its
-//!   periodic export.
-//! - [`Store`] is the data directory as a whole: open it, then read, export
-//!   or ask for its [`status`](Store::status).
+//! From the bottom up:
+//! - plain types: [`table`] (what an event table is), [`schema`] (flowsql's
+//!   tables), [`dir`] (the paths and the export lock), [`ipc`] (a batch as
+//!   bytes), [`flows`] (flows records into batches and back);
+//! - the database: [`database`] (opening it, [`migrations`]) and one module
+//!   per table that owns its SQL: [`hot`] (`batches`, the hot tier),
+//!   [`manifest`] (`exports`), [`domains`], [`stats`] (`capture_stats`),
+//!   [`state`] (`store_state`);
+//! - the jobs: [`cold`] (Parquet files), [`merge`] (hot batches in time
+//!   order), [`export`] (the exactly-once move), [`recovery`],
+//!   [`retention`], [`copy`] (copies for others), [`snapshot`] (consistent
+//!   reads for queries), [`status`], [`writer`] (the capture's writer
+//!   thread) and [`schedule`] (its periodic export);
+//! - on top, [`Store`]: the data directory as a whole.
 
-pub mod batch;
 pub mod cold;
+pub mod copy;
+pub mod database;
+pub mod dir;
 pub mod domains;
 pub mod export;
+pub mod flows;
 pub mod hot;
+pub mod ipc;
 mod json_list;
 pub mod latency;
 pub mod live;
+pub mod manifest;
+pub mod merge;
 pub mod migrations;
+pub mod recovery;
+pub mod retention;
 pub mod schedule;
 pub mod schema;
+pub mod snapshot;
+pub mod state;
+pub mod stats;
 pub mod status;
 pub mod synthetic;
+pub mod table;
+mod upgrade;
 pub mod writer;
 
 mod error;
@@ -40,19 +58,22 @@ mod store;
 mod test_util;
 
 pub use arrow::record_batch::RecordBatch;
-pub use batch::{FlowBatcher, FlowColumns, flows_from_batch};
 pub use cold::ColdFile;
+pub use database::MemoryUse;
+pub use dir::DataDir;
 pub use error::StoreError;
-pub use export::{ExportEvent, ExportOptions, ExportReport, RetentionReport};
-pub use hot::{HotStore, MemoryUse};
+pub use export::{ExportEvent, ExportOptions, ExportReport};
+pub use flows::{FlowBatcher, FlowColumns, batch_from_flows, flows_from_batch};
+pub use hot::{BatchMeta, HotSummary};
 pub use live::LiveRows;
-/// The SQLite binding the hot tier uses, for code that runs inside a write
-/// transaction ([`HotStore::with_write_transaction`]).
-pub use rusqlite;
+pub use recovery::RecoveryReport;
+pub use retention::RetentionReport;
 pub use schedule::{ExportSchedule, ScheduledExport};
-pub use schema::{domains_schema, flows_schema};
+pub use schema::{capture_stats_schema, domains_schema, event_tables, flows_schema, flows_table};
+pub use snapshot::{HotReader, TableSnapshot};
 pub use status::StoreStatus;
-pub use store::{DataDir, Store};
+pub use store::Store;
+pub use table::EventTable;
 pub use writer::{CaptureCounters, StoreWriter, WriterConfig, WriterCounters};
 
 /// A half-open time range `[since, until)` in UTC nanoseconds since the

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use arrow::record_batch::RecordBatch;
 use flowsql_event::FlowBegin;
 
-use crate::batch::batch_from_flows;
+use crate::flows::batch_from_flows;
 use crate::{StoreError, TimeRange};
 
 /// See the module documentation.

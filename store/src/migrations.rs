@@ -5,6 +5,8 @@
 //!
 //! To change the schema, add `migrations/NNNN_name.sql` and append it to
 //! [`MIGRATIONS`]; never edit, remove or reorder a migration that shipped.
+//! A step SQL cannot express (re-encoding rows) runs as Rust code right
+//! after its file, in the same transaction.
 
 use std::path::Path;
 
@@ -12,18 +14,28 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::StoreError;
 
+/// Rust code that completes a migration, inside its transaction.
+pub type Step = fn(&Connection) -> Result<(), StoreError>;
+
 /// One schema step.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     /// The file name without `.sql`, e.g. `0001_hot_tier`.
     pub name: &'static str,
     pub sql: &'static str,
+    /// Runs after `sql`, in the same transaction.
+    pub then: Option<Step>,
 }
 
 /// Every migration, in order. Append here.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { name: "0001_hot_tier", sql: include_str!("../../migrations/0001_hot_tier.sql") },
-    Migration { name: "0002_domains", sql: include_str!("../../migrations/0002_domains.sql") },
+    Migration { name: "0001_hot_tier", sql: include_str!("../../migrations/0001_hot_tier.sql"), then: None },
+    Migration { name: "0002_domains", sql: include_str!("../../migrations/0002_domains.sql"), then: None },
+    Migration {
+        name: "0003_batches",
+        sql: include_str!("../../migrations/0003_batches.sql"),
+        then: Some(crate::upgrade::move_rows_into_batches),
+    },
 ];
 
 /// The schema version a database has (`PRAGMA user_version`).
@@ -51,6 +63,9 @@ pub fn apply(conn: &mut Connection, list: &[Migration], path: &Path) -> Result<u
             path: path.to_owned(),
             source,
         })?;
+        if let Some(step) = migration.then {
+            step(&tx).map_err(|e| StoreError::MigrationStep { name: migration.name, source: Box::new(e) })?;
+        }
     }
     let pending = list.len() - applied;
     if pending > 0 {
@@ -104,7 +119,8 @@ mod tests {
         let path = Path::new(":memory:");
         assert_eq!(apply(&mut conn, MIGRATIONS, path).expect("first"), MIGRATIONS.len());
         let schema = table_names(&conn);
-        assert!(schema.contains(&"flows".to_owned()) && schema.contains(&"exports".to_owned()), "{schema:?}");
+        assert!(schema.contains(&"batches".to_owned()) && schema.contains(&"exports".to_owned()), "{schema:?}");
+        assert!(!schema.contains(&"flows".to_owned()), "the row-per-flow table is gone: {schema:?}");
         assert_eq!(apply(&mut conn, MIGRATIONS, path).expect("second"), 0);
         assert_eq!(table_names(&conn), schema);
         assert_eq!(schema_version(&conn).expect("version"), MIGRATIONS.len() as i64);
@@ -116,8 +132,9 @@ mod tests {
         let path = dir.path().join("old.db");
         let later = Migration {
             name: "0099_test_later",
-            sql: "-- a later step\nALTER TABLE flows ADD COLUMN processName TEXT NOT NULL DEFAULT '';\n\
+            sql: "-- a later step\nALTER TABLE batches ADD COLUMN note TEXT NOT NULL DEFAULT '';\n\
                   CREATE TABLE later (x INTEGER);",
+            then: None,
         };
         {
             let mut conn = Connection::open(&path).expect("open");
@@ -134,10 +151,12 @@ mod tests {
         let mut conn = Connection::open(&path).expect("reopen");
         assert_eq!(apply(&mut conn, &list, &path).expect("upgrade"), list.len() - 1);
         assert_eq!(schema_version(&conn).expect("version"), list.len() as i64);
-        let (n, process): (i64, String) = conn
-            .query_row("SELECT count(*), max(processName) FROM flows", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        let (n, note): (i64, String) = conn
+            .query_row("SELECT sum(rows), max(note) FROM batches WHERE tableName = 'flows'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .expect("old rows kept");
-        assert_eq!((n, process.as_str()), (1, ""));
+        assert_eq!((n, note.as_str()), (1, ""));
         assert_eq!(apply(&mut conn, &list, &path).expect("again"), 0);
         // A database newer than this binary is refused, untouched.
         let err = apply(&mut conn, MIGRATIONS, &path).expect_err("too new");
@@ -148,7 +167,7 @@ mod tests {
     fn a_failing_migration_leaves_the_database_as_it_was() {
         let mut conn = Connection::open_in_memory().expect("open");
         let path = Path::new(":memory:");
-        let broken = Migration { name: "0002_broken", sql: "-- broken\nCREATE TABLE t (x); SELEKT 1;" };
+        let broken = Migration { name: "0002_broken", sql: "-- broken\nCREATE TABLE t (x); SELEKT 1;", then: None };
         let list = [MIGRATIONS[0], broken];
         let err = apply(&mut conn, &list, path).expect_err("fails");
         assert!(err.to_string().contains("0002_broken"), "{err}");

@@ -34,6 +34,10 @@ pub struct ExportSchedule {
     pub pause_after_rename: Option<Duration>,
     /// Progress events of every export (harnesses, logs).
     pub on_event: Option<SharedExportEvents>,
+    /// Called after each export run (whatever its outcome), on the export
+    /// thread: the capture returns the memory the export freed to the
+    /// system here.
+    pub after_export: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Default for ExportSchedule {
@@ -45,6 +49,7 @@ impl Default for ExportSchedule {
             max_file_rows: DEFAULT_MAX_FILE_ROWS,
             pause_after_rename: None,
             on_event: None,
+            after_export: None,
         }
     }
 }
@@ -152,6 +157,9 @@ fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>, inte
                 on_event(event);
             }
         });
+        if let Some(after_export) = &schedule.after_export {
+            after_export();
+        }
         match result {
             Ok(report) if report.interrupted => {
                 tracing::info!(
@@ -171,7 +179,6 @@ fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>, inte
             }
             Ok(_) => {}
             Err(e) => {
-                release_free_memory();
                 tracing::error!(error = %error_chain(&e), "scheduled export failed; the rows stay in the hot tier");
                 if !e.is_disk_full() {
                     store = None;
@@ -179,26 +186,11 @@ fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>, inte
                 continue;
             }
         }
-        release_free_memory();
         if let Some(retain) = schedule.retain
             && let Err(e) = open.apply_retention(retain, now_ns())
         {
             tracing::error!(error = %error_chain(&e), "retention failed");
         }
-    }
-}
-
-/// Gives the memory an export freed back to the system. An export's
-/// batches and encoder buffers (tens of MB for windows of flows with many
-/// names each) are freed when it ends, but the C allocator keeps freed
-/// memory in its arenas: without this, the capture's resident memory would
-/// stay at its largest export's peak until the next one.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory of the allocator's own
-    // arenas to the system; it touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

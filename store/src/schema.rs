@@ -1,16 +1,18 @@
-//! The Arrow schemas of `flows` and `domains`: defined here once and used by
-//! every tier (batches, SQLite reads, Parquet files) and by the query crate.
+//! The Arrow schemas of flowsql's tables, defined here once and used by
+//! every tier (batches, the hot tier, Parquet files) and by the query crate:
+//! the event table `flows`, and the SQLite-only tables `domains` and
+//! `capture_stats`.
 //!
 //! Column names are the event's own ([`flowsql_event::columns`]); lists stay
 //! lists; timestamps are UTC nanoseconds.
 
 use std::sync::{Arc, OnceLock};
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use flowsql_event::columns;
 
-/// The time zone of every timestamp column.
-pub const UTC: &str = "UTC";
+use crate::table::EventTable;
+pub use crate::table::UTC;
 
 /// Positions of the `flows` columns in [`flows_schema`].
 pub mod flow_column {
@@ -40,7 +42,7 @@ pub mod domain_columns {
 
 /// `timestamp[ns, UTC]`.
 pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Nanosecond, Some(UTC.into()))
+    crate::table::time_type()
 }
 
 /// `list<utf8>`, with Arrow's conventional item field (`item`, nullable), the
@@ -65,6 +67,53 @@ pub fn flows_schema() -> SchemaRef {
             Field::new(columns::DST_DOMAINS, domain_list_type(), false),
             Field::new(columns::HOST_NAME, DataType::Utf8, false),
             Field::new(columns::CGROUP_ID, DataType::UInt64, false),
+        ]))
+    }))
+}
+
+/// The `flows` event table: [`flows_schema`], timed by `timestamp`.
+pub fn flows_table() -> &'static EventTable {
+    static TABLE: OnceLock<EventTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        EventTable::new("flows", flows_schema(), columns::TIMESTAMP)
+            .unwrap_or_else(|e| unreachable!("the flows schema is a valid event table: {e}"))
+    })
+}
+
+/// The event tables a store keeps by default, in the order they are
+/// exported.
+pub fn event_tables() -> Vec<EventTable> {
+    vec![flows_table().clone()]
+}
+
+/// Column names of `capture_stats`, the same in SQLite and Arrow.
+pub mod capture_stats_columns {
+    pub const TIME: &str = "time";
+    pub const SESSION: &str = "session";
+    pub const EVENTS: &str = "events";
+    pub const LOST: &str = "lost";
+    pub const ROWS_STORED: &str = "rowsStored";
+    pub const ROWS_NOT_STORED: &str = "rowsNotStored";
+    pub const STORE_FAILURES: &str = "storeFailures";
+    pub const COUNTERS: &str = "counters";
+}
+
+/// The schema of `capture_stats`: each capture session's cumulative
+/// counters over time; `counters` is a JSON object of further counters by
+/// name.
+pub fn capture_stats_schema() -> SchemaRef {
+    use capture_stats_columns as c;
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    Arc::clone(SCHEMA.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(c::TIME, timestamp_type(), false),
+            Field::new(c::SESSION, timestamp_type(), false),
+            Field::new(c::EVENTS, DataType::UInt64, false),
+            Field::new(c::LOST, DataType::UInt64, false),
+            Field::new(c::ROWS_STORED, DataType::UInt64, false),
+            Field::new(c::ROWS_NOT_STORED, DataType::UInt64, false),
+            Field::new(c::STORE_FAILURES, DataType::UInt64, false),
+            Field::new(c::COUNTERS, DataType::Utf8, false),
         ]))
     }))
 }

@@ -1,8 +1,9 @@
 //! The store writer: a thread that owns the capture's SQLite connection,
-//! batches flows ([`FlowBatcher`]) and commits each batch in one
-//! transaction, so that a captured flow is committed within
-//! `batch_age` (250 ms by default) and, with a WAL checkpoint every second,
-//! durable on disk within about a second.
+//! batches flows ([`FlowBatcher`]) and commits each batch as one hot-tier
+//! row (an Arrow IPC stream, see [`crate::hot`]), with the domains the DNS
+//! answers taught and the counters, in one transaction, so that a captured
+//! flow is committed within `batch_age` (250 ms by default) and, with a WAL
+//! checkpoint every second, durable on disk within about a second.
 //!
 //! Flows reach the thread through an unbounded channel whose length is
 //! counted: memory follows the actual backlog, and beyond
@@ -34,20 +35,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use flowsql_event::FlowBegin;
-use rusqlite::{Transaction, params};
+use flowsql_event::{DomainObservation, FlowBegin};
 
-use crate::batch::FlowBatcher;
-use crate::hot::insert_flows_in;
+use crate::database::{Database, MemoryUse};
+use crate::dir::DataDir;
+use crate::flows::FlowBatcher;
+use crate::hot::{self, EncodedBatch};
+use crate::ipc::HOT_COMPRESSION;
 use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::live::LiveRows;
-use crate::store::Store;
-use crate::{StoreError, now_ns};
-
-/// Work for the writer's next transaction (e.g. domain rows), given the
-/// transaction and a scratch string. A job that fails is rolled back alone
-/// (a savepoint) and logged; the flows of the transaction still commit.
-pub type WriteJob = Box<dyn FnOnce(&Transaction<'_>, &mut String) -> Result<(), StoreError> + Send>;
+use crate::migrations::MIGRATIONS;
+use crate::schema::flows_table;
+use crate::stats::{self, SessionCounters};
+use crate::table::EventTable;
+use crate::{StoreError, domains, now_ns};
 
 /// Counters from the capture itself (the kernel's), recorded with the
 /// writer's own in `capture_stats`.
@@ -68,10 +69,10 @@ pub struct WriterConfig {
     pub batch_rows: usize,
     /// A buffered row is committed at most this late.
     pub batch_age: Duration,
-    /// Flows (and write jobs) waiting for the writer at most; beyond this,
-    /// [`StoreWriter::send`] counts them as not stored rather than block the
-    /// capture. Memory is only used for the flows actually waiting (about
-    /// 120 bytes each).
+    /// Flows (and other messages) waiting for the writer at most; beyond
+    /// this, [`StoreWriter::send`] counts them as not stored rather than
+    /// block the capture. Memory is only used for the flows actually
+    /// waiting (about 120 bytes each).
     pub channel_capacity: usize,
     /// How long a batch is tried again while the database is busy or locked
     /// by another connection before its rows count as not stored.
@@ -91,12 +92,9 @@ pub struct WriterConfig {
     pub live: Option<Arc<LiveRows>>,
 }
 
-/// The default bound of the writer's backlog. The longest the writer waits
-/// for the database is an export's write transaction (deleting up to
-/// `max_file_rows`, 500,000 rows, at about half a second per million on
-/// an idle core: 0.25 s, a second or more on a loaded machine) plus its own
-/// commit; at 150,000 flows/s, 2.7 s of waiting is 400,000 flows (about
-/// 50 MB while they wait).
+/// The default bound of the writer's backlog: seconds of the highest
+/// connection rates measured, while the database is busy (about 50 MB
+/// while they wait).
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 400_000;
 
 impl Default for WriterConfig {
@@ -144,7 +142,9 @@ pub struct WriterCounters {
     /// Write attempts that found the database busy or locked and were tried
     /// again (no loss).
     pub busy_retries: u64,
-    /// Transactions committed (flows and write jobs) and how long each took,
+    /// Domain observations dropped (backlog full, failed write).
+    pub domains_not_stored: u64,
+    /// Transactions committed (batches, domains) and how long each took,
     /// from its start to its commit.
     pub commit_latency: LatencySnapshot,
 }
@@ -156,6 +156,7 @@ struct Shared {
     not_stored: AtomicU64,
     failures: AtomicU64,
     busy_retries: AtomicU64,
+    domains_not_stored: AtomicU64,
     commit_latency: LatencyHistogram,
     /// Messages in the channel that count against `channel_capacity`.
     queued: AtomicUsize,
@@ -169,6 +170,7 @@ impl Shared {
             rows_not_stored: self.not_stored.load(Ordering::Relaxed),
             store_failures: self.failures.load(Ordering::Relaxed),
             busy_retries: self.busy_retries.load(Ordering::Relaxed),
+            domains_not_stored: self.domains_not_stored.load(Ordering::Relaxed),
             commit_latency: self.commit_latency.snapshot(),
         }
     }
@@ -191,8 +193,10 @@ impl Shared {
 
 enum Msg {
     Flow(FlowBegin),
+    /// A batch of any event table, committed as it is.
+    Batch(EventTable, RecordBatch),
+    Domains(Vec<DomainObservation>),
     Counters(CaptureCounters),
-    Job(WriteJob),
     Flush(mpsc::SyncSender<()>),
     Stop,
 }
@@ -200,7 +204,7 @@ enum Msg {
 impl Msg {
     /// Whether the message holds a place in the backlog.
     fn counted(&self) -> bool {
-        matches!(self, Msg::Flow(_) | Msg::Counters(_) | Msg::Job(_))
+        matches!(self, Msg::Flow(_) | Msg::Batch(..) | Msg::Domains(_) | Msg::Counters(_))
     }
 }
 
@@ -286,17 +290,28 @@ impl StoreWriter {
         let _ = self.try_queue(Msg::Counters(counters));
     }
 
-    /// Queues `job` for the writer's next transaction without blocking;
-    /// false when the writer is too far behind (the job is dropped: the
-    /// caller counts it).
-    pub fn try_run_in_write_transaction(&self, job: WriteJob) -> bool {
-        self.try_queue(Msg::Job(job))
+    /// Queues what DNS answers taught, for the `domains` table, in the
+    /// writer's next transaction, without blocking; false when the writer
+    /// is too far behind (they are dropped and counted in
+    /// `domains_not_stored`).
+    pub fn record_domains(&self, observations: Vec<DomainObservation>) -> bool {
+        let count = observations.len() as u64;
+        let queued = observations.is_empty() || self.try_queue(Msg::Domains(observations));
+        if !queued {
+            self.shared.domains_not_stored.fetch_add(count, Ordering::Relaxed);
+        }
+        queued
     }
 
-    /// Runs `job` in the writer's next transaction (waits for room).
-    pub fn run_in_write_transaction(&self, job: WriteJob) {
-        if !self.queue_waiting(Msg::Job(job)) {
-            tracing::warn!("the store writer has stopped: a write job was dropped");
+    /// Queues a batch of `table` (any event table the store knows), waiting
+    /// while the writer is behind; it is committed as one hot-tier row.
+    /// Rows of a batch that does not fit the table are counted as not
+    /// stored.
+    pub fn send_batch(&self, table: &EventTable, batch: RecordBatch) {
+        let rows = batch.num_rows() as u64;
+        self.shared.received.fetch_add(rows, Ordering::Relaxed);
+        if !self.queue_waiting(Msg::Batch(table.clone(), batch)) {
+            self.shared.not_stored.fetch_add(rows, Ordering::Relaxed);
         }
     }
 
@@ -313,7 +328,7 @@ impl StoreWriter {
         self.shared.snapshot()
     }
 
-    /// Messages waiting for the writer now (flows, jobs, counters).
+    /// Messages waiting for the writer now (flows, batches, domains, counters).
     pub fn backlog(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
     }
@@ -357,12 +372,14 @@ const RETRY_PAUSE_MAX: Duration = Duration::from_millis(100);
 const BUSY_LOG_AFTER: Duration = Duration::from_secs(5);
 
 struct Worker {
-    dir: PathBuf,
+    dir: DataDir,
     config: WriterConfig,
     shared: Arc<Shared>,
-    store: Option<Store>,
+    db: Option<Database>,
     batcher: FlowBatcher,
-    jobs: Vec<WriteJob>,
+    /// Batches of other tables, committed with the next transaction.
+    batches: Vec<(EventTable, RecordBatch)>,
+    domains: Vec<DomainObservation>,
     capture: CaptureCounters,
     session_ns: i64,
     last_open_attempt: Option<Instant>,
@@ -384,11 +401,12 @@ impl Worker {
         let now = Instant::now();
         Worker {
             batcher: FlowBatcher::new(config.batch_rows, config.batch_age),
-            dir,
+            dir: DataDir::new(dir),
             config,
             shared,
-            store: None,
-            jobs: Vec::new(),
+            db: None,
+            batches: Vec::new(),
+            domains: Vec::new(),
             capture: CaptureCounters::default(),
             session_ns: now_ns(),
             last_open_attempt: None,
@@ -433,8 +451,12 @@ impl Worker {
                     self.stats_dirty |= counters != self.capture;
                     self.capture = counters;
                 }
-                Ok(Msg::Job(job)) => {
-                    self.jobs.push(job);
+                Ok(Msg::Batch(table, batch)) => {
+                    self.batches.push((table, batch));
+                    self.commit(None);
+                }
+                Ok(Msg::Domains(observations)) => {
+                    self.domains.extend(observations);
                     if self.batcher.is_empty() {
                         self.commit(None);
                     }
@@ -477,7 +499,7 @@ impl Worker {
     fn flush(&mut self) {
         if let Some(batch) = self.batcher.flush() {
             self.commit(Some(batch));
-        } else if !self.jobs.is_empty() {
+        } else if !self.domains.is_empty() || !self.batches.is_empty() {
             self.commit(None);
         }
     }
@@ -502,7 +524,7 @@ impl Worker {
     /// `Ok(false)` if the last failed attempt is too recent to try again,
     /// the error if this attempt failed.
     fn open(&mut self) -> Result<bool, StoreError> {
-        if self.store.is_some() {
+        if self.db.is_some() {
             return Ok(true);
         }
         let now = Instant::now();
@@ -510,39 +532,50 @@ impl Worker {
             return Ok(false);
         }
         self.last_open_attempt = Some(now);
-        let store = Store::open_for_capture(&self.dir).inspect_err(|e| {
-            if e.is_transient() {
-                // Busy, not broken: the caller may try again at once.
-                self.last_open_attempt = None;
-            }
-        })?;
+        let opened = self
+            .dir
+            .create()
+            .and_then(|()| Database::open(&self.dir.db_path(), MIGRATIONS, MemoryUse::Lean))
+            .inspect_err(|e| {
+                if e.is_transient() {
+                    // Busy, not broken: the caller may try again at once.
+                    self.last_open_attempt = None;
+                }
+            })?;
         // Waits for the write lock are the writer's own (see `commit`), so
         // that it can count, log and bound them.
-        store
-            .hot()
-            .connection()
-            .busy_timeout(BUSY_WAIT_PER_TRY)
-            .map_err(|e| StoreError::sqlite("configure", store.hot().path(), e))?;
-        self.store = Some(store);
+        opened.set_busy_timeout(BUSY_WAIT_PER_TRY)?;
+        self.db = Some(opened);
         Ok(true)
     }
 
-    /// Commits `batch` (the oldest rows received) and the queued jobs. While
-    /// the database is busy or locked, the batch is kept and tried again
-    /// after a short pause (new flows wait in the channel meanwhile), for up
-    /// to `busy_retry_for`; its rows are lost only after that, or on an
-    /// error that waiting does not clear.
+    /// Commits `batch` (the oldest flows received), the queued batches of
+    /// other tables and the queued domains. While the database is busy or
+    /// locked, they are kept and tried again after a short pause (new flows
+    /// wait in the channel meanwhile), for up to `busy_retry_for`; their
+    /// rows are lost only after that, or on an error that waiting does not
+    /// clear.
     fn commit(&mut self, batch: Option<RecordBatch>) {
-        let rows = batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+        let flow_rows = batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+        let rows = flow_rows + self.batches.iter().map(|(_, b)| b.num_rows() as u64).sum::<u64>();
+        // Encoded once, before any lock is taken.
+        let encoded = match self.encode(batch.as_ref()) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                self.shared.failures.fetch_add(1, Ordering::Relaxed);
+                self.record_failure(&e, rows);
+                self.discard(flow_rows, rows);
+                return;
+            }
+        };
         let started = Instant::now();
         let mut pause = RETRY_PAUSE_MIN;
         let mut last_logged: Option<Instant> = None;
         loop {
-            let result = match (self.open(), self.store.as_mut()) {
-                (Ok(true), Some(store)) => {
+            let result = match (self.open(), self.db.as_mut()) {
+                (Ok(true), Some(db)) => {
                     let began = Instant::now();
-                    let result =
-                        try_commit(store, &mut self.jobs, self.config.live.as_deref(), batch.as_ref());
+                    let result = try_commit(db, &encoded, &self.domains, self.config.live.as_deref(), flow_rows);
                     if result.is_ok() {
                         self.shared.commit_latency.record(began.elapsed());
                     }
@@ -551,12 +584,14 @@ impl Worker {
                 (Err(e), _) => Err(e),
                 (Ok(_), _) => {
                     // A recent attempt to open failed (and was reported).
-                    self.lose(rows);
+                    self.lose(flow_rows, rows);
                     return;
                 }
             };
             let error = match result {
                 Ok(()) => {
+                    self.batches.clear();
+                    self.domains.clear();
                     self.committed(rows);
                     if started.elapsed() >= BUSY_LOG_AFTER {
                         tracing::info!(waited = ?started.elapsed(), rows, "flows stored after waiting for the database");
@@ -585,13 +620,27 @@ impl Worker {
             }
             self.shared.failures.fetch_add(1, Ordering::Relaxed);
             self.record_failure(&error, rows);
-            self.discard(rows);
+            self.discard(flow_rows, rows);
             if !error.is_disk_full() && !error.is_transient() {
                 // Read-only, removed, corrupt...: start over with a new connection.
-                self.store = None;
+                self.db = None;
             }
             return;
         }
+    }
+
+    /// The flows batch and the queued batches, each sorted and encoded, with
+    /// its table's name.
+    fn encode(&self, flows: Option<&RecordBatch>) -> Result<Vec<(&'static str, EncodedBatch)>, StoreError> {
+        let mut encoded = Vec::with_capacity(1 + self.batches.len());
+        let all = flows.map(|b| (flows_table(), b)).into_iter().chain(self.batches.iter().map(|(t, b)| (t, b)));
+        for (table, batch) in all {
+            table.check(batch)?;
+            if let Some(batch) = hot::encode(table, batch, HOT_COMPRESSION)? {
+                encoded.push((table.name(), batch));
+            }
+        }
+        Ok(encoded)
     }
 
     /// Bookkeeping after a commit of `rows` rows.
@@ -612,25 +661,28 @@ impl Worker {
     }
 
     /// [`discard`](Self::discard), counted in the failure going on.
-    fn lose(&mut self, rows: u64) {
+    fn lose(&mut self, flow_rows: u64, rows: u64) {
         if let Some(failure) = &mut self.failing {
             failure.rows += rows;
         }
-        self.discard(rows);
+        self.discard(flow_rows, rows);
     }
 
-    /// Counts the oldest `rows` received rows, and the queued jobs, as not
-    /// stored; they leave the live rows.
-    fn discard(&mut self, rows: u64) {
+    /// Counts `rows` rows (the oldest `flow_rows` flows received, and the
+    /// queued batches), and the queued domains, as not stored; the flows
+    /// leave the live rows.
+    fn discard(&mut self, flow_rows: u64, rows: u64) {
         self.shared.not_stored.fetch_add(rows, Ordering::Relaxed);
         if let Some(live) = &self.config.live {
             let mut pending = live.lock();
-            let lost = usize::try_from(rows).unwrap_or(usize::MAX).min(pending.len());
+            let lost = usize::try_from(flow_rows).unwrap_or(usize::MAX).min(pending.len());
             pending.drain(..lost);
         }
-        let jobs = std::mem::take(&mut self.jobs).len();
-        if jobs > 0 {
-            tracing::warn!(jobs, "the database is unavailable: write jobs dropped");
+        self.batches.clear();
+        let domains = std::mem::take(&mut self.domains).len();
+        if domains > 0 {
+            self.shared.domains_not_stored.fetch_add(domains as u64, Ordering::Relaxed);
+            tracing::warn!(domains, "the database is unavailable: domain observations dropped");
         }
     }
 
@@ -663,8 +715,8 @@ impl Worker {
 
     fn checkpoint(&mut self, now: Instant) {
         self.last_checkpoint = now;
-        if let Some(store) = &self.store {
-            match store.hot().checkpoint() {
+        if let Some(db) = &self.db {
+            match db.checkpoint() {
                 Ok(()) => self.unsynced = false,
                 Err(e) => tracing::debug!(error = %e, "WAL checkpoint failed; retrying later"),
             }
@@ -695,10 +747,9 @@ impl Worker {
         if !self.config.record_stats || !self.stats_dirty || !self.ensure_open() {
             return Ok(());
         }
-        let Some(store) = self.store.as_mut() else { return Ok(()) };
+        let Some(db) = self.db.as_mut() else { return Ok(()) };
         let counters = self.shared.snapshot();
         let capture = &self.capture;
-        let session = self.session_ns;
         // The writer's own counters beside the capture's, as the metrics
         // show them.
         let mut named = capture.counters.clone();
@@ -706,74 +757,61 @@ impl Worker {
         named.insert("busyRetries".to_owned(), counters.busy_retries);
         named.insert("commits".to_owned(), counters.commit_latency.count);
         named.insert("commitNanos".to_owned(), counters.commit_latency.sum_ns);
-        let extra = serde_json::to_string(&named).unwrap_or_else(|_| "{}".to_owned());
-        store.hot_mut().with_write_transaction(|tx, _| {
-            tx.execute(
-                "INSERT OR REPLACE INTO capture_stats
-                   (time, session, events, lost, rowsStored, rowsNotStored, storeFailures, counters)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    now_ns(),
-                    session,
-                    capture.events as i64,
-                    capture.lost as i64,
-                    counters.rows_stored as i64,
-                    counters.rows_not_stored as i64,
-                    counters.store_failures as i64,
-                    extra
-                ],
-            )
-            .map_err(|e| StoreError::sqlite("record capture_stats", tx.path().unwrap_or(""), e))
-        })?;
+        named.insert("domainsNotStored".to_owned(), counters.domains_not_stored);
+        let row = SessionCounters {
+            session_ns: self.session_ns,
+            time_ns: now_ns(),
+            events: capture.events,
+            lost: capture.lost,
+            rows_stored: counters.rows_stored,
+            rows_not_stored: counters.rows_not_stored,
+            store_failures: counters.store_failures,
+            counters: named,
+        };
+        db.write(|tx| stats::record(tx, &row).map_err(|e| StoreError::sqlite("record capture_stats", tx.path().unwrap_or(""), e)))?;
         self.stats_dirty = false;
         self.unsynced = true;
         Ok(())
     }
 }
 
-/// One try at committing `batch` and the queued `jobs` in one transaction.
-/// The jobs are taken only once the flows are in, so a busy database (which
-/// fails the transaction's start) keeps them for the next try. With live
-/// rows, their lock is held across the commit only, and the rows of `batch`
-/// leave them when it succeeds.
+/// One try at committing the encoded batches and the `domains` in one
+/// transaction. With live rows, their lock is held across the commit only,
+/// and the oldest `flow_rows` leave them when it succeeds.
 fn try_commit(
-    store: &mut Store,
-    jobs: &mut Vec<WriteJob>,
+    db: &mut Database,
+    batches: &[(&'static str, EncodedBatch)],
+    domains: &[DomainObservation],
     live: Option<&LiveRows>,
-    batch: Option<&RecordBatch>,
+    flow_rows: u64,
 ) -> Result<(), StoreError> {
-    let hot = store.hot_mut();
-    let path = hot.path().to_owned();
-    let (tx, json) = hot.begin_write()?;
-    if let Some(batch) = batch {
-        insert_flows_in(&tx, batch, json)?;
-    }
-    for job in jobs.drain(..) {
-        run_job(&tx, json, job);
+    let path = db.path().to_owned();
+    let sqlite = |e| StoreError::sqlite("store a batch", &path, e);
+    let now = now_ns();
+    let conn = db.conn();
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| StoreError::sqlite("start a write transaction", &path, e))?;
+    let written = (|| {
+        for (table, batch) in batches {
+            hot::insert(conn, table, batch, now).map_err(sqlite)?;
+        }
+        if !domains.is_empty() {
+            domains::record(conn, domains)?;
+        }
+        Ok::<(), StoreError>(())
+    })();
+    if let Err(e) = written {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e);
     }
     let mut pending = live.map(LiveRows::lock);
-    tx.commit().map_err(|e| StoreError::sqlite("commit", path, e))?;
-    if let (Some(pending), Some(batch)) = (pending.as_mut(), batch) {
-        let committed = batch.num_rows().min(pending.len());
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        drop(pending);
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(StoreError::sqlite("commit", &path, e));
+    }
+    if let Some(pending) = pending.as_mut() {
+        let committed = usize::try_from(flow_rows).unwrap_or(usize::MAX).min(pending.len());
         pending.drain(..committed);
     }
     Ok(())
-}
-
-fn run_job(tx: &Transaction<'_>, json: &mut String, job: WriteJob) {
-    if let Err(e) = tx.execute_batch("SAVEPOINT flowsql_job") {
-        tracing::warn!(error = %e, "write job skipped: no savepoint");
-        return;
-    }
-    match job(tx, json) {
-        Ok(()) => {
-            if let Err(e) = tx.execute_batch("RELEASE flowsql_job") {
-                tracing::warn!(error = %e, "write job not released");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %crate::export::error_chain(&e), "write job failed and was rolled back");
-            let _ = tx.execute_batch("ROLLBACK TO flowsql_job; RELEASE flowsql_job");
-        }
-    }
 }

@@ -9,12 +9,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use flowsql_event::FlowBegin;
-use flowsql_store::batch::batch_from_flows;
 use flowsql_store::cold::{self, HOUR_NS};
 use flowsql_store::synthetic::{self, BASE_NS};
 use flowsql_store::{
-    ExportEvent, ExportOptions, RecordBatch, Store, StoreWriter, TimeRange, WriterConfig, flows_from_batch,
-    flows_schema,
+    ExportEvent, ExportOptions, RecordBatch, Store, StoreWriter, TimeRange, WriterConfig, batch_from_flows,
+    flows_from_batch, flows_schema, flows_table,
 };
 
 struct TempDir(PathBuf);
@@ -72,7 +71,7 @@ fn test_flows() -> Vec<FlowBegin> {
 fn store_with_hot_flows(dir: &TempDir, run: u32, count: u64) -> (Store, Vec<FlowBegin>) {
     let mut store = Store::open(dir.path()).expect("open");
     let flows: Vec<_> = (0..count).map(|i| synthetic::indexed_flow(run, i)).collect();
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    store.insert_flows(&batch_from_flows(&flows)).expect("insert");
     (store, flows)
 }
 
@@ -103,17 +102,17 @@ fn flows_round_trip_through_both_tiers() {
     let dir = TempDir::new("roundtrip");
     let flows = test_flows();
     let mut store = Store::open(dir.path()).expect("open");
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    store.insert_flows(&batch_from_flows(&flows)).expect("insert");
 
     // Hot tier: identical rows, in time order.
-    let hot = rows(&store.hot().flows_in_range(TimeRange::ALL, 500).expect("hot read"));
+    let hot = rows(&store.hot_flows(TimeRange::ALL).expect("hot read"));
     assert_eq!(sorted(hot.clone()), sorted(flows.clone()));
     assert!(hot.windows(2).all(|w| w[0].timestamp_ns <= w[1].timestamp_ns));
 
     // Cold tier: everything exported, one file per hour, nothing left hot.
     let report = export_all(&mut store);
     assert_eq!(report.rows, flows.len() as u64);
-    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), 0);
+    assert_eq!(store.hot_flow_count(TimeRange::ALL).expect("count"), 0);
     let hours: std::collections::BTreeSet<_> =
         flows.iter().map(|f| cold::hour_start(f.timestamp_ns)).collect();
     assert_eq!(report.files.len(), hours.len());
@@ -122,7 +121,7 @@ fn flows_round_trip_through_both_tiers() {
             file.relative.starts_with(&format!("flows/{}/part-", cold::partition_name(file.partition_start)))
         );
         assert!(file.relative.ends_with(".parquet"));
-        let batches = cold::read_file(&file.path).expect("read file");
+        let batches = cold::read_file(flows_table(), &file.path).expect("read file");
         assert_eq!(batches[0].schema(), flows_schema());
         let in_file = rows(&batches);
         assert!(in_file.windows(2).all(|w| w[0].timestamp_ns <= w[1].timestamp_ns), "sorted by time");
@@ -146,7 +145,7 @@ fn flows_round_trip_through_both_tiers() {
 
     // More rows later: in both tiers at once, and again after a reopen.
     let later: Vec<_> = (2000..2100).map(|i| synthetic::indexed_flow(1, i)).collect();
-    store.hot_mut().insert_flows(&batch_from_flows(&later)).expect("insert");
+    store.insert_flows(&batch_from_flows(&later)).expect("insert");
     drop(store);
     let store = Store::open(dir.path()).expect("reopen");
     let mut all = flows.clone();
@@ -158,7 +157,7 @@ fn flows_round_trip_through_both_tiers() {
 fn the_data_directory_is_private_to_owner_and_group() {
     let dir = TempDir::new("modes");
     let mut store = Store::open(dir.path()).expect("open");
-    store.hot_mut().insert_flows(&batch_from_flows(&test_flows())).expect("insert");
+    store.insert_flows(&batch_from_flows(&test_flows())).expect("insert");
     export_all(&mut store);
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(dir.path()), 0o750);
@@ -186,7 +185,7 @@ fn an_export_takes_only_the_rows_that_existed_when_it_started() {
             if let ExportEvent::Planned { .. } = event
                 && !inserted
             {
-                other.hot_mut().insert_flows(&batch_from_flows(&late)).expect("insert during export");
+                other.insert_flows(&batch_from_flows(&late)).expect("insert during export");
                 inserted = true;
             }
         })
@@ -194,7 +193,7 @@ fn an_export_takes_only_the_rows_that_existed_when_it_started() {
     assert!(inserted);
     assert_eq!(report.rows, 500);
     assert_eq!(
-        sorted(rows(&store.hot().flows_in_range(TimeRange::ALL, 1000).expect("hot"))),
+        sorted(rows(&store.hot_flows(TimeRange::ALL).expect("hot"))),
         sorted(late.clone())
     );
     let mut all = first;
@@ -207,11 +206,11 @@ fn only_rows_before_the_cutoff_are_exported() {
     let dir = TempDir::new("cutoff");
     let mut store = Store::open(dir.path()).expect("open");
     let flows = test_flows();
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    store.insert_flows(&batch_from_flows(&flows)).expect("insert");
     let cutoff = BASE_NS + 1000 * 50_000_000 + 1;
     let report = store.export(&ExportOptions::up_to(cutoff), &mut |_| {}).expect("export");
     assert_eq!(report.rows as usize, flows.iter().filter(|f| f.timestamp_ns < cutoff).count());
-    let hot = rows(&store.hot().flows_in_range(TimeRange::ALL, 1000).expect("hot"));
+    let hot = rows(&store.hot_flows(TimeRange::ALL).expect("hot"));
     assert!(hot.iter().all(|f| f.timestamp_ns >= cutoff));
     assert_eq!(sorted(rows(&store.flows(TimeRange::ALL).expect("all"))), sorted(flows));
 }
@@ -242,7 +241,7 @@ fn an_interrupted_export_keeps_what_it_committed_and_leaves_the_rest_hot() {
         interrupt: Some(Arc::clone(&flag)),
         ..ExportOptions::up_to(i64::MAX)
     };
-    let hot_count = |store: &Store| store.hot().flow_count(TimeRange::ALL).expect("count");
+    let hot_count = |store: &Store| store.hot_flow_count(TimeRange::ALL).expect("count");
     // An export that raises the flag at the first event `at` matches.
     let export_interrupted_at = |store: &mut Store, at: fn(&ExportEvent<'_>) -> bool| {
         flag.store(false, Ordering::Relaxed);
@@ -284,7 +283,7 @@ fn an_interrupted_export_keeps_what_it_committed_and_leaves_the_rest_hot() {
 fn concurrent_exporters_never_duplicate() {
     let dir = TempDir::new("concurrent");
     let flows = test_flows();
-    Store::open(dir.path()).expect("open").hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    Store::open(dir.path()).expect("open").insert_flows(&batch_from_flows(&flows)).expect("insert");
     let threads: Vec<_> = (0..3)
         .map(|_| {
             let path = dir.path().to_owned();
@@ -311,7 +310,7 @@ fn recovery_removes_temporaries_and_orphans_and_adopts_foreign_files() {
     let dir = TempDir::new("recover");
     let flows = test_flows();
     let mut store = Store::open(dir.path()).expect("open");
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    store.insert_flows(&batch_from_flows(&flows)).expect("insert");
     export_all(&mut store);
     let file = some_exported_file(&store);
     let hour_dir = file.path.parent().expect("hour dir").to_owned();
@@ -334,7 +333,7 @@ fn recovery_removes_temporaries_and_orphans_and_adopts_foreign_files() {
             f
         })
         .collect();
-    let mut pending = cold::PendingFile::create(&foreign_dir, "part-from-elsewhere.parquet").expect("create");
+    let mut pending = cold::PendingFile::create(flows_table(), &foreign_dir, "part-from-elsewhere.parquet", Vec::new()).expect("create");
     pending.write(&batch_from_flows(&foreign_flows)).expect("write");
     pending.finish().expect("finish");
     drop(store);
@@ -355,7 +354,7 @@ fn a_corrupt_file_is_reported_by_name_and_quarantined() {
     let dir = TempDir::new("corrupt");
     let flows = test_flows();
     let mut store = Store::open(dir.path()).expect("open");
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    store.insert_flows(&batch_from_flows(&flows)).expect("insert");
     export_all(&mut store);
     let files = store.cold_files(TimeRange::ALL).expect("list");
     let (bad, good) = (&files[0], &files[1]);
@@ -393,11 +392,11 @@ fn retention_drops_old_partitions_and_never_hot_rows() {
     let dir = TempDir::new("retain");
     let mut store = Store::open(dir.path()).expect("open");
     let flows = test_flows();
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    store.insert_flows(&batch_from_flows(&flows)).expect("insert");
     export_all(&mut store);
     // Old rows that were never exported stay hot whatever their age.
     let unexported: Vec<_> = synthetic::edge_flows();
-    store.hot_mut().insert_flows(&batch_from_flows(&unexported)).expect("insert");
+    store.insert_flows(&batch_from_flows(&unexported)).expect("insert");
     let now = BASE_NS + 26 * HOUR_NS;
     let report = store.apply_retention(Duration::from_secs(2 * 3600), now).expect("retention");
     // Partitions ending at or before now - 2h = BASE + 24h are gone.
@@ -415,7 +414,7 @@ fn retention_drops_old_partitions_and_never_hot_rows() {
         let start = store.cold_files(TimeRange::ALL).expect("list").iter().any(|f| f.path == file);
         assert!(start, "every file left is listed: {}", file.display());
     }
-    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), synthetic::edge_flows().len() as u64);
+    assert_eq!(store.hot_flow_count(TimeRange::ALL).expect("count"), synthetic::edge_flows().len() as u64);
 }
 
 #[test]
@@ -425,9 +424,9 @@ fn export_to_copies_a_time_range_from_both_tiers() {
     let mut store = Store::open(dir.path()).expect("open");
     let flows = test_flows();
     let (first, second) = flows.split_at(1000);
-    store.hot_mut().insert_flows(&batch_from_flows(first)).expect("insert");
+    store.insert_flows(&batch_from_flows(first)).expect("insert");
     export_all(&mut store);
-    store.hot_mut().insert_flows(&batch_from_flows(second)).expect("insert");
+    store.insert_flows(&batch_from_flows(second)).expect("insert");
     let range = TimeRange::new(Some(BASE_NS), Some(BASE_NS + 1500 * 50_000_000));
     let report = store.export_to(dest.path(), range, &mut |_| {}).expect("export to");
     let expected: Vec<_> = flows.iter().filter(|f| range.contains(f.timestamp_ns)).cloned().collect();
@@ -436,7 +435,7 @@ fn export_to_copies_a_time_range_from_both_tiers() {
     for file in parquet_files(dest.path()) {
         let relative = file.strip_prefix(dest.path()).expect("inside").to_string_lossy().into_owned();
         assert!(relative.starts_with("date=") && relative.contains("/hour="), "{relative}");
-        let in_file = rows(&cold::read_file(&file).expect("read"));
+        let in_file = rows(&cold::read_file(flows_table(), &file).expect("read"));
         assert!(in_file.windows(2).all(|w| w[0].timestamp_ns <= w[1].timestamp_ns), "sorted");
         copied.extend(in_file);
     }
@@ -470,7 +469,7 @@ fn the_writer_commits_batches_and_records_its_counters() {
     let store = Store::open(dir.path()).expect("open");
     let appeared = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
-        store.hot().flow_count(TimeRange::ALL).expect("count") == 1001
+        store.hot_flow_count(TimeRange::ALL).expect("count") == 1001
     });
     assert!(appeared, "committed by age");
     writer.set_capture_counters(flowsql_store::CaptureCounters {
@@ -491,32 +490,28 @@ fn the_writer_commits_batches_and_records_its_counters() {
 }
 
 #[test]
-fn writer_jobs_run_in_its_transactions_and_a_failing_job_is_isolated() {
-    let dir = TempDir::new("jobs");
+fn domains_go_in_the_writers_transactions_with_the_flows() {
+    let dir = TempDir::new("domains");
     let writer = StoreWriter::spawn(dir.path(), WriterConfig::default()).expect("spawn");
-    writer.run_in_write_transaction(Box::new(|tx, _| {
-        tx.execute_batch("CREATE TABLE extra (x INTEGER); INSERT INTO extra VALUES (1);")
-            .map_err(|e| flowsql_store::StoreError::InvalidBatch(e.to_string()))
-    }));
+    let observation = |ip: &str, name: &str, seen_ns: i64| flowsql_event::DomainObservation {
+        ip: ip.parse().expect("ip"),
+        name: name.into(),
+        question: name.into(),
+        seen_ns,
+        expires_ns: seen_ns + 60_000_000_000,
+    };
+    assert!(writer.record_domains(vec![observation("192.0.2.1", "a.example", BASE_NS)]));
     writer.send_blocking(synthetic::indexed_flow(1, 1));
-    writer.run_in_write_transaction(Box::new(|tx, _| {
-        tx.execute_batch("INSERT INTO extra VALUES (2);")
-            .map_err(|e| flowsql_store::StoreError::InvalidBatch(e.to_string()))?;
-        Err(flowsql_store::StoreError::InvalidBatch("job fails after writing".into()))
-    }));
-    writer.finish();
+    assert!(writer.record_domains(vec![observation("2001:db8::1", "b.example", BASE_NS + 1)]));
+    assert!(writer.record_domains(Vec::new()), "nothing to record is not a refusal");
+    let done = writer.finish();
+    assert_eq!(done.domains_not_stored, 0);
     let store = Store::open(dir.path()).expect("open");
-    let extra: Vec<i64> = store
-        .hot()
-        .connection()
-        .prepare("SELECT x FROM extra ORDER BY x")
-        .expect("prepare")
-        .query_map([], |r| r.get(0))
-        .expect("query")
-        .map(|r| r.expect("row"))
-        .collect();
-    assert_eq!(extra, [1], "the failing job's write was rolled back alone");
-    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), 1);
+    let domains = store.domains(TimeRange::ALL).expect("domains");
+    assert_eq!(domains.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+    assert_eq!(store.hot_flow_count(TimeRange::ALL).expect("count"), 1);
+    let valid = store.domains_valid_at(BASE_NS + 30_000_000_000).expect("valid");
+    assert_eq!(valid.len(), 2);
 }
 
 /// Another connection on `dir`'s database that takes the write lock and
@@ -526,7 +521,7 @@ fn hold_write_lock(dir: &Path) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>
     let (locked_tx, locked_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
-        let conn = flowsql_store::rusqlite::Connection::open(&db).expect("second connection");
+        let conn = rusqlite::Connection::open(&db).expect("second connection");
         conn.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
         locked_tx.send(()).expect("tell");
         let _ = release_rx.recv();
@@ -558,7 +553,7 @@ fn the_writer_waits_out_a_locked_database_and_loses_nothing() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), 1, "nothing committed while locked");
+    assert_eq!(store.hot_flow_count(TimeRange::ALL).expect("count"), 1, "nothing committed while locked");
     std::thread::sleep(Duration::from_millis(2000).saturating_sub(locked_at.elapsed()));
     release.send(()).expect("release");
     holder.join().expect("holder");
@@ -637,8 +632,8 @@ fn an_export_does_not_hold_the_write_lock_while_it_writes_its_file() {
     let dir = TempDir::new("shortlock");
     let mut store = Store::open(dir.path()).expect("open");
     let flows: Vec<_> = (0..3000).map(|i| synthetic::indexed_flow(1, i)).collect();
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
-    let other = flowsql_store::rusqlite::Connection::open(dir.path().join("flowsql.db")).expect("connection");
+    store.insert_flows(&batch_from_flows(&flows)).expect("insert");
+    let other = rusqlite::Connection::open(dir.path().join("flowsql.db")).expect("connection");
     // No waiting: a write fails at once if the export holds the lock.
     other.busy_timeout(Duration::ZERO).expect("no busy wait");
     let mut writes = Vec::new();
@@ -660,5 +655,5 @@ fn an_export_does_not_hold_the_write_lock_while_it_writes_its_file() {
     assert_eq!(report.rows, 3000);
     assert!(writes.len() >= 6, "{writes:?}");
     assert!(writes.iter().all(|(_, r)| r.is_ok()), "another connection could write all along: {writes:?}");
-    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), 0);
+    assert_eq!(store.hot_flow_count(TimeRange::ALL).expect("count"), 0);
 }
