@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use flowsql_event::{DomainName, DomainObservation, FlowBegin};
 use flowsql_query::{Session, SessionOptions};
-use flowsql_store::batch::batch_from_flows;
-use flowsql_store::domains::record_observations;
+use flowsql_store::batch_from_flows;
 use flowsql_store::synthetic::{BASE_NS, RealisticMix};
 use flowsql_store::{ExportOptions, Store};
 
@@ -131,14 +130,14 @@ fn generate(dir: &Path, rows: u64) {
         for flow in &flows {
             domains.see(flow);
         }
-        store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+        store.insert_flows(&batch_from_flows(&flows)).expect("insert");
         let cutoff = flows.last().map_or(i64::MAX, |f| f.timestamp_ns + 1);
         store.export(&ExportOptions::up_to(cutoff), &mut |_| {}).expect("export");
         made += n;
         eprint!("\rgenerated {made} of {rows} flows ({:.0} s)", started.elapsed().as_secs_f64());
     }
     for part in domains.observations.chunks(100_000) {
-        store.hot_mut().with_write_transaction(|tx, _| record_observations(tx, part)).expect("domains");
+        store.record_domains(part).expect("domains");
     }
     eprintln!(
         "\ngenerated {rows} flows and {} domain observations in {:.0} s",

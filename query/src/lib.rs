@@ -1,8 +1,9 @@
 //! flowsql's SQL: one DataFusion session over a data directory, with the
 //! tables
 //!
-//! - `flows`: every flow once, from the cold Parquet tier, the hot SQLite tier
-//!   and (in a capturing process) rows not committed yet ([`flows`]);
+//! - `flows`: every flow once, from the cold Parquet tier, the hot tier's
+//!   batches and (in a capturing process) rows not committed yet
+//!   ([`event_tables`], [`hot_scan`]);
 //! - `domains`: what DNS answers taught, one row per address, name and
 //!   validity period, for as-of joins ([`store_tables`]);
 //! - `capture_stats`: the capture's counters over time, loss included;
@@ -18,9 +19,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod event_tables;
 pub mod fast_date_trunc;
-pub mod flows;
 pub mod functions;
+pub mod hot_scan;
 pub mod identifiers;
 pub mod live;
 pub mod store_tables;
@@ -37,10 +39,10 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement};
 use datafusion::sql::sqlparser::parser::ParserError;
-use flowsql_store::{Store, StoreError};
+use flowsql_store::{EventTable, Store, StoreError};
 use futures::TryStreamExt;
 
-use crate::flows::{FlowsTable, StoreReader};
+use crate::event_tables::{EventTableProvider, StoreReader};
 use crate::identifiers::ColumnNames;
 pub use crate::live::LiveFlows;
 use crate::store_tables::{StoreTable, StoreTableProvider};
@@ -53,11 +55,19 @@ pub struct SessionOptions {
     pub live: Option<Arc<dyn LiveFlows>>,
     /// Parallelism of scans and operators; default: the number of cores.
     pub target_partitions: Option<usize>,
+    /// The event tables to query (each becomes a SQL table of its name);
+    /// default: flowsql's own.
+    pub event_tables: Vec<EventTable>,
 }
 
 impl SessionOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        SessionOptions { data_dir: data_dir.into(), live: None, target_partitions: None }
+        SessionOptions {
+            data_dir: data_dir.into(),
+            live: None,
+            target_partitions: None,
+            event_tables: flowsql_store::event_tables(),
+        }
     }
 }
 
@@ -123,7 +133,10 @@ pub struct TableInfo {
 /// directory is all they need (a member of its group can query a store
 /// that root's capture writes). A data directory with no database yet is
 /// created first, when the user may (a new user's first `flowsql shell`).
-fn open_for_reading(dir: &std::path::Path) -> Result<Store, flowsql_store::StoreError> {
+fn open_for_reading(
+    dir: &std::path::Path,
+    tables: &[EventTable],
+) -> Result<Store, flowsql_store::StoreError> {
     let db = flowsql_store::DataDir::new(dir).db_path();
     // A database this user may not even look at (in a directory of a group
     // it is not in) is not missing: opening it says why it cannot be read.
@@ -131,12 +144,12 @@ fn open_for_reading(dir: &std::path::Path) -> Result<Store, flowsql_store::Store
     if !hidden && !db.exists() {
         drop(Store::open_without_recovery(dir)?);
     }
-    match Store::open_read_only(dir) {
+    match Store::open_read_only_with_tables(dir, tables.to_vec()) {
         // A database of an older flowsql: upgraded in place by whoever may
         // write it (for anyone else the error says what to run).
         Err(flowsql_store::StoreError::SchemaTooOld { .. }) if writable(&db) => {
             drop(Store::open_without_recovery(dir)?);
-            Store::open_read_only(dir)
+            Store::open_read_only_with_tables(dir, tables.to_vec())
         }
         other => other,
     }
@@ -144,6 +157,14 @@ fn open_for_reading(dir: &std::path::Path) -> Result<Store, flowsql_store::Store
 
 fn writable(path: &std::path::Path) -> bool {
     std::fs::OpenOptions::new().append(true).open(path).is_ok()
+}
+
+/// What `.tables` says of an event table.
+fn describe_table(name: &str) -> &'static str {
+    match name {
+        "flows" => "every TCP connection begin, one row per monitored endpoint",
+        _ => "events recorded by the capture",
+    }
 }
 
 /// A SQL session over one data directory.
@@ -164,7 +185,7 @@ impl Session {
     /// query runs (cold files are found through the manifest at scan time).
     pub fn open(options: SessionOptions) -> Result<Session, QueryError> {
         let dir = options.data_dir.clone();
-        let store = open_for_reading(&options.data_dir)
+        let store = open_for_reading(&options.data_dir, &options.event_tables)
             .map_err(|source| QueryError::Open { dir, source: Box::new(source) })?;
         let reader = Arc::new(StoreReader::new(store));
         let mut config = SessionConfig::new().with_information_schema(true);
@@ -185,12 +206,16 @@ impl Session {
         }
         // Replaces DataFusion's date_trunc (same name, same results).
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(fast_date_trunc::FastDateTrunc::new()));
-        let tables = vec![
-            TableInfo {
-                name: "flows",
-                schema: view_types::with_view_types(&flowsql_store::flows_schema()),
-                description: "every TCP connection begin, one row per monitored endpoint",
-            },
+        let mut tables: Vec<TableInfo> = options
+            .event_tables
+            .iter()
+            .map(|table| TableInfo {
+                name: table.name(),
+                schema: view_types::with_view_types(table.schema()),
+                description: describe_table(table.name()),
+            })
+            .collect();
+        tables.extend([
             TableInfo {
                 name: "domains",
                 schema: view_types::with_view_types(&flowsql_store::domains_schema()),
@@ -198,11 +223,19 @@ impl Session {
             },
             TableInfo {
                 name: "capture_stats",
-                schema: view_types::with_view_types(&store_tables::capture_stats_schema()),
+                schema: view_types::with_view_types(&flowsql_store::capture_stats_schema()),
                 description: "the capture's counters over time, loss included",
             },
-        ];
-        ctx.register_table("flows", Arc::new(FlowsTable::new(Arc::clone(&reader), options.live)))?;
+        ]);
+        for table in &options.event_tables {
+            // This process's uncommitted rows are flows.
+            let live =
+                (table.name() == flowsql_store::flows_table().name()).then(|| options.live.clone()).flatten();
+            ctx.register_table(
+                table.name(),
+                Arc::new(EventTableProvider::new(table.clone(), Arc::clone(&reader), live)),
+            )?;
+        }
         ctx.register_table(
             "domains",
             Arc::new(StoreTableProvider::new(StoreTable::Domains, Arc::clone(&reader))),

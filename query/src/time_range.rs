@@ -1,15 +1,15 @@
 //! The time range a query's filters allow, so that a scan reads only the
-//! cold files and hot rows that can match (`timestamp > now() - interval '1
-//! hour'` reaches SQLite as an index range and the manifest as a file list).
+//! cold files and hot batches that can match (`timestamp > now() - interval
+//! '1 hour'` reaches the manifest and the hot tier as a list of files and
+//! batches).
 //!
-//! Only conjuncts of the form `timestamp <op> literal` (and BETWEEN) narrow
+//! Only conjuncts of the form `<time column> <op> literal` (and BETWEEN) narrow
 //! the range; anything else leaves it open on that side. The filters are
 //! still applied to every row afterwards, so the range only has to be wide
 //! enough, never exact.
 
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
-use flowsql_event::columns;
 use flowsql_store::TimeRange;
 
 /// Nanoseconds of a timestamp literal of any unit.
@@ -24,8 +24,8 @@ fn literal_ns(expr: &Expr) -> Option<i64> {
     }
 }
 
-fn is_timestamp_column(expr: &Expr) -> bool {
-    matches!(expr, Expr::Column(c) if c.name == columns::TIMESTAMP)
+fn is_time_column(expr: &Expr, column: &str) -> bool {
+    matches!(expr, Expr::Column(c) if c.name == column)
 }
 
 fn intersect(a: TimeRange, b: TimeRange) -> TimeRange {
@@ -40,17 +40,17 @@ fn intersect(a: TimeRange, b: TimeRange) -> TimeRange {
     TimeRange::new(since, until)
 }
 
-/// The range one conjunct allows.
-fn from_filter(filter: &Expr) -> TimeRange {
+/// The range one conjunct allows on the time column `column`.
+fn from_filter(filter: &Expr, column: &str) -> TimeRange {
     match filter {
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
-            intersect(from_filter(left), from_filter(right))
+            intersect(from_filter(left, column), from_filter(right, column))
         }
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             // Put the column on the left.
-            let (op, value) = if is_timestamp_column(left) {
+            let (op, value) = if is_time_column(left, column) {
                 (*op, literal_ns(right))
-            } else if is_timestamp_column(right) {
+            } else if is_time_column(right, column) {
                 match op.swap() {
                     Some(swapped) => (swapped, literal_ns(left)),
                     None => return TimeRange::ALL,
@@ -68,22 +68,27 @@ fn from_filter(filter: &Expr) -> TimeRange {
                 _ => TimeRange::ALL,
             }
         }
-        Expr::Between(Between { expr, negated: false, low, high }) if is_timestamp_column(expr) => {
+        Expr::Between(Between { expr, negated: false, low, high }) if is_time_column(expr, column) => {
             TimeRange::new(literal_ns(low), literal_ns(high).and_then(|h| h.checked_add(1)))
         }
         _ => TimeRange::ALL,
     }
 }
 
-/// The range all of `filters` (a conjunction) allow.
-pub fn from_filters(filters: &[Expr]) -> TimeRange {
-    filters.iter().map(from_filter).fold(TimeRange::ALL, intersect)
+/// The range all of `filters` (a conjunction) allow on the time column
+/// `column`.
+pub fn from_filters(filters: &[Expr], column: &str) -> TimeRange {
+    filters.iter().map(|f| from_filter(f, column)).fold(TimeRange::ALL, intersect)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::logical_expr::{col, lit};
+
+    fn from_filters(filters: &[Expr]) -> TimeRange {
+        super::from_filters(filters, "timestamp")
+    }
 
     fn ts(v: i64) -> Expr {
         lit(ScalarValue::TimestampNanosecond(Some(v), Some("UTC".into())))

@@ -2,7 +2,7 @@
 //! tiers (the sqllogictest files cover SQL behaviour in depth).
 
 use flowsql_query::{Session, SessionOptions};
-use flowsql_store::batch::batch_from_flows;
+use flowsql_store::batch_from_flows;
 use flowsql_store::{ExportOptions, Store, synthetic};
 
 #[tokio::test]
@@ -13,7 +13,7 @@ async fn counts_each_flow_once_across_tiers() {
     let cutoff = flows[500].timestamp_ns;
     {
         let mut store = Store::open(&dir).expect("store");
-        store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+        store.insert_flows(&batch_from_flows(&flows)).expect("insert");
         let options = ExportOptions::up_to(cutoff);
         store.export(&options, &mut |_| {}).expect("export");
         assert!(!store.cold_files(flowsql_store::TimeRange::ALL).expect("files").is_empty());
@@ -37,7 +37,7 @@ async fn result_columns_print_as_the_event_spells_them() {
     {
         let mut store = Store::open(&dir).expect("store");
         let flows: Vec<_> = (0..3).map(|i| synthetic::indexed_flow(1, i)).collect();
-        store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+        store.insert_flows(&batch_from_flows(&flows)).expect("insert");
     }
     let session = Session::open(SessionOptions::new(&dir)).expect("session");
     for sql in [
@@ -68,7 +68,7 @@ async fn counts_stay_exact_while_exports_run() {
             flow
         })
         .collect();
-    Store::open(&dir).expect("store").hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    Store::open(&dir).expect("store").insert_flows(&batch_from_flows(&flows)).expect("insert");
     let exporter_dir = dir.clone();
     let exporter = std::thread::spawn(move || {
         let mut store = Store::open(&exporter_dir).expect("store");
@@ -103,7 +103,6 @@ async fn counts_stay_exact_while_exports_run() {
 #[tokio::test]
 async fn domains_written_by_another_process_show_up_in_the_next_query() {
     use flowsql_event::DomainObservation;
-    use flowsql_store::domains::record_observations;
     let dir = std::env::temp_dir().join(format!("flowsql-query-domcache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut writer = Store::open(&dir).expect("store");
@@ -114,10 +113,7 @@ async fn domains_written_by_another_process_show_up_in_the_next_query() {
         seen_ns: 10,
         expires_ns: 20,
     };
-    writer
-        .hot_mut()
-        .with_write_transaction(|tx, _| record_observations(tx, &[observe("a.test")]))
-        .expect("a");
+    writer.record_domains(&[observe("a.test")]).expect("a");
     let session = Session::open(SessionOptions::new(&dir)).expect("session");
     let count = |batches: Vec<datafusion::arrow::record_batch::RecordBatch>| {
         batches[0]
@@ -129,10 +125,7 @@ async fn domains_written_by_another_process_show_up_in_the_next_query() {
     };
     assert_eq!(count(session.sql("SELECT count(*) FROM domains").await.expect("q")), 1);
     assert_eq!(count(session.sql("SELECT count(*) FROM domains").await.expect("q")), 1, "cached");
-    writer
-        .hot_mut()
-        .with_write_transaction(|tx, _| record_observations(tx, &[observe("b.test")]))
-        .expect("b");
+    writer.record_domains(&[observe("b.test")]).expect("b");
     assert_eq!(
         count(session.sql("SELECT count(*) FROM domains").await.expect("q")),
         2,

@@ -21,8 +21,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use flowsql_event::{Direction, DomainList, DomainObservation, FlowBegin};
 use flowsql_query::{QueryError, Session, SessionOptions};
-use flowsql_store::batch::batch_from_flows;
-use flowsql_store::domains::record_observations;
+use flowsql_store::batch_from_flows;
 use flowsql_store::{ExportOptions, Store};
 use futures::TryStreamExt;
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -92,11 +91,8 @@ fn build_fixture(dir: &Path) {
         observation("93.184.216.34", "example.com", "example.com", at(12, 0, 0), at(12, 5, 0)),
     ];
     let mut store = Store::open(dir).expect("store opens");
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert flows");
-    store
-        .hot_mut()
-        .with_write_transaction(|tx, _| record_observations(tx, &observations))
-        .expect("record domains");
+    store.insert_flows(&batch_from_flows(&flows)).expect("insert flows");
+    store.record_domains(&observations).expect("record domains");
     // Hour 10 goes to Parquet; hour 11 stays in SQLite.
     let report = store.export(&ExportOptions::up_to(at(11, 0, 0)), &mut |_| {}).expect("export");
     assert_eq!(report.rows, 4, "four flows in the cold tier");

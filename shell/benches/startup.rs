@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flowsql_store::batch::batch_from_flows;
+use flowsql_store::batch_from_flows;
 use flowsql_store::synthetic::indexed_flow;
 use flowsql_store::{ExportOptions, Store, TimeRange};
 
@@ -44,7 +44,7 @@ fn year_of_partitions(dir: &Path) {
         })
         .collect();
     for chunk in flows.chunks(16_384) {
-        store.hot_mut().insert_flows(&batch_from_flows(chunk)).expect("insert");
+        store.insert_flows(&batch_from_flows(chunk)).expect("insert");
     }
     store.export(&ExportOptions::up_to(YEAR_START_NS + HOURS * HOUR_NS), &mut |_| {}).expect("export");
     let files = store.cold_files(TimeRange::ALL).expect("cold files").len();

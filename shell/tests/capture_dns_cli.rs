@@ -62,11 +62,18 @@ fn capture_stores_the_names_of_a_resolved_destination() {
     assert_eq!(rows[0]["srcPort"], locals[0].port());
     assert_eq!(rows[0]["dstDomains"], serde_json::json!(["www.shop.test", "edge.cdn.test"]));
 
-    let db = flowsql_store::rusqlite::Connection::open(data.path().join("flowsql.db")).expect("open db");
-    let stored: String = db
-        .query_row("SELECT dstDomains FROM flows WHERE srcPort = ?1", [locals[0].port()], |r| r.get(0))
-        .expect("the flow is stored");
-    assert_eq!(stored, r#"["www.shop.test","edge.cdn.test"]"#);
+    let store = flowsql_store::Store::open_read_only(data.path()).expect("store");
+    let stored: Vec<_> = store
+        .flows(flowsql_store::TimeRange::ALL)
+        .expect("flows")
+        .iter()
+        .flat_map(|b| flowsql_store::flows_from_batch(b).expect("valid"))
+        .filter(|f| f.src_port == locals[0].port())
+        .collect();
+    assert_eq!(stored.len(), 1, "the flow is stored");
+    let names: Vec<&str> = stored[0].dst_domains.iter().map(|n| &**n).collect();
+    assert_eq!(names, ["www.shop.test", "edge.cdn.test"]);
+    let db = rusqlite::Connection::open(data.path().join("flowsql.db")).expect("open db");
     let mut stmt = db
         .prepare(
             "SELECT name, question, expiresAt - firstSeen FROM domains WHERE ip = '127.0.0.40' ORDER BY name",

@@ -73,9 +73,14 @@ fn a_connection_made_now_is_queryable_at_once_beside_parquet_rows() {
     eprintln!("queryable {waited:?} after the connection");
 
     // On exit the capture committed the flow to the store.
-    let db = flowsql_store::rusqlite::Connection::open(data.path().join("flowsql.db")).expect("db");
-    let stored: i64 =
-        db.query_row("SELECT count(*) FROM flows WHERE dstPort = ?1", [port], |r| r.get(0)).expect("count");
+    let store = flowsql_store::Store::open_read_only(data.path()).expect("store");
+    let stored = store
+        .flows(flowsql_store::TimeRange::ALL)
+        .expect("flows")
+        .iter()
+        .flat_map(|b| flowsql_store::flows_from_batch(b).expect("valid"))
+        .filter(|f| f.dst_port == port)
+        .count();
     assert_eq!(stored, 1);
 }
 

@@ -220,3 +220,124 @@ fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
     }
     assert!(by_run.is_empty(), "flows of runs that never ran: {:?}", by_run.keys());
 }
+
+/// A data directory as flowsql 0.1 left it (schema version 2: a SQLite row
+/// per hot flow, domain lists as JSON text), holding `count` hot flows of
+/// synthetic run 9.
+fn old_layout_data_dir(dir: &Path, count: u64) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let mut db = rusqlite::Connection::open(dir.join("flowsql.db")).expect("create the old database");
+    db.execute_batch("PRAGMA page_size = 32768; PRAGMA journal_mode = WAL;").expect("pragmas");
+    db.execute_batch(include_str!("../../migrations/0001_hot_tier.sql")).expect("0001");
+    db.execute_batch(include_str!("../../migrations/0002_domains.sql")).expect("0002");
+    db.execute_batch("PRAGMA user_version = 2").expect("version 2");
+    let tx = db.transaction().expect("transaction");
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO flows (timestamp, id, connectionDirection, srcIP, dstIP, srcPort, dstPort,
+                                    srcDomains, dstDomains, hostName, cgroupId)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .expect("prepare");
+        let json = |names: &flowsql_event::DomainList| {
+            serde_json::to_string(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("json")
+        };
+        for index in 0..count {
+            let f = synthetic::indexed_flow(9, index);
+            insert
+                .execute(rusqlite::params![
+                    f.timestamp_ns,
+                    index as i64 + 1,
+                    f.direction.as_str(),
+                    f.src_ip.to_string(),
+                    f.dst_ip.to_string(),
+                    f.src_port,
+                    f.dst_port,
+                    json(&f.src_domains),
+                    json(&f.dst_domains),
+                    &*f.host_name,
+                    f.cgroup_id as i64
+                ])
+                .expect("insert an old row");
+        }
+    }
+    tx.execute("UPDATE flow_ids SET next = ?1", [count as i64 + 1]).expect("ids");
+    tx.commit().expect("commit");
+}
+
+/// The schema version, and the flows the database holds by its own
+/// account: old rows, hot batch rows, listed Parquet rows.
+fn database_state(dir: &Path) -> (i64, u64) {
+    let db = rusqlite::Connection::open(dir.join("flowsql.db")).expect("open");
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+    let count = |sql: &str| -> u64 { db.query_row(sql, [], |r| r.get::<_, i64>(0)).expect(sql) as u64 };
+    let rows = if version < 3 {
+        count("SELECT count(*) FROM flows")
+    } else {
+        count("SELECT coalesce(sum(rows), 0) FROM batches WHERE tableName = 'flows'")
+            + count(
+                "SELECT coalesce(sum(rows), 0) FROM exports WHERE state = 'complete' AND tableName = 'flows'",
+            )
+    };
+    (version, rows)
+}
+
+#[test]
+fn sigkill_during_the_upgrade_of_an_old_data_directory_keeps_every_flow_once() {
+    let data = TempDir::new("upgrade-crash");
+    let dir = data.path().join("data");
+    let count = 200_000;
+    old_layout_data_dir(&dir, count);
+    assert_eq!(database_state(&dir), (2, count));
+    // `flowsql export` upgrades the directory when it opens it, then moves
+    // the flows to Parquet: kill it earlier and earlier... later and later,
+    // until one run finishes by itself.
+    let mut killed_during = 0;
+    let mut killed_after = 0;
+    let mut finished = false;
+    for delay_ms in [5u64, 20, 60, 120, 200, 300, 450, 650, 900, 1300, 1800, 2500, 3500, 5000, 8000, 15000] {
+        let mut child = Command::new(FLOWSQL)
+            .args(["export", "--log-level", "info", "--data-dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("flowsql export starts");
+        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let log = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().expect("poll").is_some() {
+            finished = true;
+            break;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let began = log.join().expect("log").iter().any(|l| l.contains("0003_batches"));
+        // Either untouched or upgraded, with every flow, never in between.
+        let (version, rows) = database_state(&dir);
+        assert_eq!(rows, count, "killed after {delay_ms} ms: schema version {version}");
+        match version {
+            2 if began => killed_during += 1,
+            2 => {}
+            3 => killed_after += 1,
+            other => panic!("schema version {other} after a kill"),
+        }
+    }
+    assert!(killed_during >= 1, "no kill fell during the upgrade");
+    eprintln!(
+        "killed {killed_during} times during the upgrade, {killed_after} after it; finished: {finished}"
+    );
+
+    let store = Store::open(&dir).expect("open after the crashes");
+    let mut indices: Vec<u64> = Vec::new();
+    for batch in store.flows(TimeRange::ALL).expect("read both tiers") {
+        for flow in flows_from_batch(&batch).expect("valid") {
+            let index = ((flow.timestamp_ns - synthetic::BASE_NS) / 50_000_000) as u64;
+            assert_eq!(flow, synthetic::indexed_flow(9, index), "stored flows are the old ones, intact");
+            indices.push(index);
+        }
+    }
+    indices.sort_unstable();
+    assert_eq!(indices, (0..count).collect::<Vec<_>>(), "every old flow exactly once");
+}

@@ -28,7 +28,7 @@ fn status_json(dir: &Path) -> serde_json::Value {
 /// Every file under `flows/` is complete and listed in the manifest.
 fn assert_cold_tier_clean(store: &Store) {
     let mut on_disk = Vec::new();
-    let mut stack = vec![store.dir().flows_dir()];
+    let mut stack = vec![store.dir().table_dir("flows")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             if entry.path().is_dir() {
@@ -44,16 +44,14 @@ fn assert_cold_tier_clean(store: &Store) {
     listed.sort();
     assert_eq!(on_disk, listed, "no temporary or unlisted file");
     for file in &listed {
-        flowsql_store::cold::read_file(file).expect("every listed file reads whole");
+        flowsql_store::cold::read_file(flowsql_store::flows_table(), file)
+            .expect("every listed file reads whole");
     }
 }
 
 fn integrity_ok(store: &Store) {
-    let check: String = store
-        .hot()
-        .connection()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("integrity_check");
+    let db = rusqlite::Connection::open(store.db_path()).expect("open the database");
+    let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
     assert_eq!(check, "ok");
 }
 
@@ -64,7 +62,7 @@ fn a_full_disk_counts_loss_and_recovers_with_no_corrupt_file() {
     {
         let mut store = Store::open(&dir).expect("open");
         let flows: Vec<_> = (0..2000).map(|i| indexed_flow(1, i)).collect();
-        store.hot_mut().insert_flows(&flowsql_store::batch::batch_from_flows(&flows)).expect("insert");
+        store.insert_flows(&flowsql_store::batch_from_flows(&flows)).expect("insert");
         store.export(&ExportOptions::up_to(i64::MAX), &mut |_| {}).expect("export while there is room");
     }
     let config = WriterConfig {
@@ -94,10 +92,10 @@ fn a_full_disk_counts_loss_and_recovers_with_no_corrupt_file() {
 
     // An export on the full disk fails cleanly: the rows stay hot, no file is left.
     let mut store = Store::open_without_recovery(&dir).expect("open on a full disk");
-    let hot_before = store.hot().flow_count(TimeRange::ALL).expect("count");
+    let hot_before = store.hot_flow_count(TimeRange::ALL).expect("count");
     let error = store.export(&ExportOptions::up_to(i64::MAX), &mut |_| {}).expect_err("no room for Parquet");
     assert!(error.is_disk_full(), "reported as a full disk: {error}");
-    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("count"), hot_before, "nothing moved");
+    assert_eq!(store.hot_flow_count(TimeRange::ALL).expect("count"), hot_before, "nothing moved");
     assert_cold_tier_clean(&store);
 
     // Space returns: writing and exporting resume.

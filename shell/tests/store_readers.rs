@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use flowsql_event::FlowBegin;
-use flowsql_store::batch::batch_from_flows;
+use flowsql_store::batch_from_flows;
 use flowsql_store::synthetic::{self, BASE_NS};
 use flowsql_store::{Store, cold};
 use flowsql_tests::TempDir;
@@ -200,7 +200,7 @@ fn pyarrow_pandas_polars_and_duckdb_read_the_cold_tier_and_a_copy() {
     let dest = TempDir::new("readers-copy");
     let dir = data.path().join("data");
     let flows = flows();
-    Store::open(&dir).expect("open").hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert");
+    Store::open(&dir).expect("open").insert_flows(&batch_from_flows(&flows)).expect("insert");
     let dir_text = dir.to_str().expect("UTF-8 path");
 
     let out = flowsql(&["export", "--data-dir", dir_text]);

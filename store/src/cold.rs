@@ -175,8 +175,9 @@ impl PendingFile {
             min_ts: i64::MAX,
             max_ts: i64::MIN,
         };
-        let writer = ArrowWriter::try_new(file, Arc::clone(table.schema()), Some(writer_properties(table, metadata)))
-            .map_err(|source| StoreError::ParquetWrite { path: pending.temp.clone(), source })?;
+        let writer =
+            ArrowWriter::try_new(file, Arc::clone(table.schema()), Some(writer_properties(table, metadata)))
+                .map_err(|source| StoreError::ParquetWrite { path: pending.temp.clone(), source })?;
         pending.writer = Some(writer);
         Ok(pending)
     }
@@ -335,7 +336,8 @@ mod tests {
         let dir = TempDir::new("cold");
         let mut flows = synthetic::edge_flows();
         flows.sort_by_key(|f| f.timestamp_ns);
-        let mut pending = PendingFile::create(flows_table(), dir.path(), "part-1.parquet", Vec::new()).expect("create");
+        let mut pending =
+            PendingFile::create(flows_table(), dir.path(), "part-1.parquet", Vec::new()).expect("create");
         assert!(dir.path().join(".part-1.parquet.tmp").exists());
         pending.write(&batch_from_flows(&flows[..3])).expect("write");
         pending.write(&batch_from_flows(&flows[3..])).expect("write");
@@ -353,7 +355,8 @@ mod tests {
     #[test]
     fn an_abandoned_file_leaves_no_temporary() {
         let dir = TempDir::new("coldabandon");
-        let mut pending = PendingFile::create(flows_table(), dir.path(), "part-2.parquet", Vec::new()).expect("create");
+        let mut pending =
+            PendingFile::create(flows_table(), dir.path(), "part-2.parquet", Vec::new()).expect("create");
         pending.write(&batch_from_flows(&synthetic::edge_flows())).expect("write");
         drop(pending);
         assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);

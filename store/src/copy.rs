@@ -38,7 +38,8 @@ pub(crate) fn copy_range(
     // No export or retention may move rows while we copy.
     let _lock = ExportLock::acquire(dir)?;
     let conn = db.conn();
-    let files = manifest::complete_files(conn, dir.root(), table.name(), range).map_err(db.err("list cold files"))?;
+    let files =
+        manifest::complete_files(conn, dir.root(), table.name(), range).map_err(db.err("list cold files"))?;
     let batches = hot::list(conn, table.name(), range).map_err(db.err("list hot batches"))?;
     // Hours to write: those of the cold files and of the hot batches in range.
     let mut hours: Vec<i64> = files.iter().map(|f| f.partition_start).collect();
@@ -56,8 +57,10 @@ pub(crate) fn copy_range(
     let mut report = ExportReport::default();
     let metadata = || vec![KeyValue::new(STORE_ID_KEY.to_owned(), store_id.to_owned())];
     for hour in hours {
-        let hour_range =
-            TimeRange::new(Some(hour.max(range.start())), Some(hour.saturating_add(HOUR_NS).min(range.end())));
+        let hour_range = TimeRange::new(
+            Some(hour.max(range.start())),
+            Some(hour.saturating_add(HOUR_NS).min(range.end())),
+        );
         let mut rows = Vec::new();
         let mut sources = 0;
         for file in files.iter().filter(|f| f.partition_start == hour) {
@@ -67,7 +70,8 @@ pub(crate) fn copy_range(
                 Ok(())
             })?;
         }
-        for batch in batches.iter().filter(|b| hour_range.overlaps(b.min_time, b.max_time.saturating_add(1))) {
+        for batch in batches.iter().filter(|b| hour_range.overlaps(b.min_time, b.max_time.saturating_add(1)))
+        {
             let Some(stored) = hot::read(conn, batch.seq, None)? else { continue };
             sources += 1;
             let logical = table.conform(&stored)?;
@@ -103,7 +107,8 @@ pub(crate) fn copy_range(
 
 /// The rows of several batches as one, in time order.
 fn sort_all(table: &EventTable, batches: &[RecordBatch]) -> Result<RecordBatch, StoreError> {
-    let invalid = |e: arrow::error::ArrowError| StoreError::InvalidBatch { table: table.name(), reason: e.to_string() };
+    let invalid =
+        |e: arrow::error::ArrowError| StoreError::InvalidBatch { table: table.name(), reason: e.to_string() };
     let all = concat_batches(table.schema(), batches).map_err(invalid)?;
     let indices = sort_to_indices(all.column(table.time_column()), None, None).map_err(invalid)?;
     take_record_batch(&all, &indices).map_err(invalid)
@@ -111,7 +116,11 @@ fn sort_all(table: &EventTable, batches: &[RecordBatch]) -> Result<RecordBatch, 
 
 /// The part of a batch inside `range` (zero-copy when the batch is in time
 /// order), `None` if nothing is.
-pub(crate) fn slice_to_range(table: &EventTable, batch: &RecordBatch, range: TimeRange) -> Option<RecordBatch> {
+pub(crate) fn slice_to_range(
+    table: &EventTable,
+    batch: &RecordBatch,
+    range: TimeRange,
+) -> Option<RecordBatch> {
     let ts = table.times(batch);
     let sorted = ts.windows(2).all(|w| w[0] <= w[1]);
     if !sorted {

@@ -228,7 +228,10 @@ impl Database {
 
     /// Runs `f` inside one read transaction: everything it reads comes
     /// from one snapshot of the database.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.conn.execute_batch("BEGIN DEFERRED").map_err(self.err("start a read"))?;
         let result = f(&self.conn);
         // A read transaction has nothing to keep: end it either way.
@@ -246,7 +249,9 @@ impl Database {
 
     /// `PRAGMA data_version`: moves whenever another connection commits.
     pub(crate) fn data_version(&self) -> Result<i64, StoreError> {
-        self.conn.pragma_query_value(None, "data_version", |row| row.get(0)).map_err(self.err("read data_version"))
+        self.conn
+            .pragma_query_value(None, "data_version", |row| row.get(0))
+            .map_err(self.err("read data_version"))
     }
 
     /// Bytes of `flowsql.db` with its WAL and shared-memory files.

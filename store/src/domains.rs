@@ -26,7 +26,11 @@ fn sqlite<'a>(action: &'static str, conn: &'a Connection) -> impl FnOnce(rusqlit
 /// The domain rows seen during `range` (`lastSeen >= since` and
 /// `firstSeen < until`), as batches of [`domains_schema`] of at most
 /// `batch_rows` rows.
-pub(crate) fn in_range(conn: &Connection, range: TimeRange, batch_rows: usize) -> Result<Vec<RecordBatch>, StoreError> {
+pub(crate) fn in_range(
+    conn: &Connection,
+    range: TimeRange,
+    batch_rows: usize,
+) -> Result<Vec<RecordBatch>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT ip, name, question, firstSeen, lastSeen, expiresAt FROM domains
@@ -232,7 +236,8 @@ mod tests {
         );
         // At 350: the second period of a.test and b.test are valid; c.test ran out.
         let valid = valid_at(db.conn(), 350).expect("valid");
-        let names: Vec<_> = valid.iter().map(|o| (o.ip.to_string(), o.name.to_string(), o.expires_ns)).collect();
+        let names: Vec<_> =
+            valid.iter().map(|o| (o.ip.to_string(), o.name.to_string(), o.expires_ns)).collect();
         assert_eq!(
             names,
             [("192.0.2.1".into(), "b.test".into(), 400), ("192.0.2.1".into(), "a.test".into(), 360)]

@@ -46,7 +46,7 @@ use crate::database::Database;
 use crate::dir::{DataDir, ExportLock};
 use crate::hot::{self, BatchMeta};
 use crate::ipc::HOT_COMPRESSION;
-use crate::merge::TimeMerge;
+use crate::merge::{Loader, TimeMerge};
 use crate::state::{self, LastExport};
 use crate::table::EventTable;
 use crate::{StoreError, TimeRange, manifest, recovery};
@@ -187,25 +187,33 @@ fn export_table(
     report: &mut ExportReport,
 ) -> Result<(), StoreError> {
     let cutoff = options.cutoff_ns;
-    // Batches are read through a connection of their own, so that this
-    // one stays free for the commits.
-    let reader = Database::open_read_only(db.path(), crate::MemoryUse::Lean)?;
-    let load = |meta: &BatchMeta| hot::read(reader.conn(), meta.seq, None);
-    let mut merge = TimeMerge::new(table, batches, Box::new(load));
+    let load: Loader<Database> = |db, meta| hot::read(db.conn(), meta.seq, None);
+    let mut merge = TimeMerge::new(table, batches, load);
     let exported_at = crate::now_ns();
     for seq in 0u64.. {
         if options.interrupted() {
             report.interrupted = true;
             break;
         }
-        let Some(first) = merge.peek_time()? else { break };
+        let Some(first) = merge.peek_time(db)? else { break };
         if first >= cutoff {
             break;
         }
         let start = cold::hour_start(first);
         let end = start.saturating_add(HOUR_NS).min(cutoff);
         let name = format!("part-{exported_at}-{seq}.parquet");
-        match export_file(dir, db, store_id, table, &mut merge, (start, end), &name, exported_at, options, on_event) {
+        match export_file(
+            dir,
+            db,
+            store_id,
+            table,
+            &mut merge,
+            (start, end),
+            &name,
+            exported_at,
+            options,
+            on_event,
+        ) {
             Ok(file) => {
                 report.rows += file.rows;
                 report.bytes += file.bytes;
@@ -231,7 +239,7 @@ fn export_file(
     db: &mut Database,
     store_id: &str,
     table: &EventTable,
-    merge: &mut TimeMerge<'_>,
+    merge: &mut TimeMerge<'_, Database>,
     (partition_start, end): (i64, i64),
     name: &str,
     exported_at: i64,
@@ -248,7 +256,7 @@ fn export_file(
             if options.interrupted() {
                 return Err(StoreError::ExportInterrupted);
             }
-            let Some(run) = merge.next_run(end, options.batch_rows.min(max_rows - rows))? else { break };
+            let Some(run) = merge.next_run(db, end, options.batch_rows.min(max_rows - rows))? else { break };
             rows += run.num_rows();
             let n = run.num_rows() as u64;
             send(run)?;
@@ -283,7 +291,7 @@ fn export_file(
 fn commit_file(
     db: &mut Database,
     table: &EventTable,
-    merge: &mut TimeMerge<'_>,
+    merge: &mut TimeMerge<'_, Database>,
     file: &ColdFile,
     exported_at: i64,
 ) -> Result<(), StoreError> {
@@ -300,7 +308,8 @@ fn commit_file(
     let path = db.path().to_owned();
     db.write(|tx| {
         let sqlite = |e| StoreError::sqlite("commit an export", &path, e);
-        let rows_taken: u64 = changes.iter().map(|(meta, rest)| meta.rows - rest.as_ref().map_or(0, |r| r.rows)).sum();
+        let rows_taken: u64 =
+            changes.iter().map(|(meta, rest)| meta.rows - rest.as_ref().map_or(0, |r| r.rows)).sum();
         if rows_taken != file.rows {
             return Err(StoreError::ExportConflict {
                 path: file.path.clone(),

@@ -24,7 +24,9 @@ use arrow::array::{
     Array, ArrayBuilder, ArrayRef, AsArray, DictionaryArray, Int32Builder, ListBuilder, StringBuilder,
     TimestampNanosecondBuilder, UInt16Builder, UInt64Builder,
 };
-use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimestampNanosecondType, UInt16Type, UInt64Type};
+use arrow::datatypes::{
+    DataType, Field, Int32Type, Schema, SchemaRef, TimestampNanosecondType, UInt16Type, UInt64Type,
+};
 use arrow::record_batch::RecordBatch;
 use flowsql_event::{Direction, DomainList, DomainName, FlowBegin};
 
@@ -51,10 +53,10 @@ pub fn flows_storage_schema() -> SchemaRef {
                 | flow_column::DST_IP
                 | flow_column::SRC_DOMAINS
                 | flow_column::DST_DOMAINS
-                | flow_column::HOST_NAME => f
-                    .as_ref()
-                    .clone()
-                    .with_data_type(DataType::Dictionary(Box::new(DataType::Int32), Box::new(f.data_type().clone()))),
+                | flow_column::HOST_NAME => f.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(f.data_type().clone()),
+                )),
                 _ => f.as_ref().clone(),
             })
             .collect();
@@ -96,9 +98,10 @@ impl<K: Hash + Eq, B: ArrayBuilder> Interner<K, B> {
         let keys = self.rows.finish();
         let values = self.values.finish();
         // Keys index values appended in the same order: always valid.
-        Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).unwrap_or_else(|e| {
-            unreachable!("interned keys point past their values: {e}")
-        }))
+        Arc::new(
+            DictionaryArray::<Int32Type>::try_new(keys, values)
+                .unwrap_or_else(|e| unreachable!("interned keys point past their values: {e}")),
+        )
     }
 }
 
@@ -327,8 +330,10 @@ pub fn flows_from_batch(batch: &RecordBatch) -> Result<Vec<FlowBegin>, StoreErro
     let cgroup_id = batch.column(flow_column::CGROUP_ID).as_primitive::<UInt64Type>();
     let domains = |list: &arrow::array::ListArray, row: usize| -> Result<DomainList, StoreError> {
         let offsets = list.value_offsets();
-        let values =
-            list.values().as_string_opt::<i32>().ok_or_else(|| invalid("domain list of non-strings".into()))?;
+        let values = list
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| invalid("domain list of non-strings".into()))?;
         let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
         if start == end {
             return Ok(DomainList::default());
@@ -352,7 +357,10 @@ pub fn flows_from_batch(batch: &RecordBatch) -> Result<Vec<FlowBegin>, StoreErro
         };
         flows.push(FlowBegin {
             timestamp_ns: timestamp.value(row),
-            direction: direction.value(row).parse::<Direction>().map_err(|e| invalid(format!("row {row}: {e}")))?,
+            direction: direction
+                .value(row)
+                .parse::<Direction>()
+                .map_err(|e| invalid(format!("row {row}: {e}")))?,
             src_ip: parse_ip(src_ip.value(row))?,
             dst_ip: parse_ip(dst_ip.value(row))?,
             src_port: src_port.value(row),
@@ -405,7 +413,11 @@ mod tests {
             .map(|i| FlowBegin {
                 timestamp_ns: i64::from(i),
                 direction: Direction::Outgoing,
-                src_ip: if i % 2 == 0 { "10.0.0.1".parse().expect("ip") } else { "10.0.0.2".parse().expect("ip") },
+                src_ip: if i % 2 == 0 {
+                    "10.0.0.1".parse().expect("ip")
+                } else {
+                    "10.0.0.2".parse().expect("ip")
+                },
                 dst_ip: "192.0.2.9".parse().expect("ip"),
                 src_port: 40000 + i,
                 dst_port: 443,

@@ -41,7 +41,11 @@ pub struct EncodedBatch {
 /// Sorts `batch` by the table's time column (unless it already is) and
 /// encodes it; `None` for an empty batch. The batch must have passed
 /// [`EventTable::check`].
-pub fn encode(table: &EventTable, batch: &RecordBatch, compression: Compression) -> Result<Option<EncodedBatch>, StoreError> {
+pub fn encode(
+    table: &EventTable,
+    batch: &RecordBatch,
+    compression: Compression,
+) -> Result<Option<EncodedBatch>, StoreError> {
     let Some((min_time, max_time)) = table.time_span(batch) else { return Ok(None) };
     let sorted = sort_by_time(table, batch)?;
     let data = ipc::encode(&sorted, compression)?;
@@ -54,14 +58,20 @@ pub(crate) fn sort_by_time(table: &EventTable, batch: &RecordBatch) -> Result<Re
     if times.windows(2).all(|w| w[0] <= w[1]) {
         return Ok(batch.clone());
     }
-    let invalid = |e: arrow::error::ArrowError| StoreError::InvalidBatch { table: table.name(), reason: e.to_string() };
+    let invalid =
+        |e: arrow::error::ArrowError| StoreError::InvalidBatch { table: table.name(), reason: e.to_string() };
     let options = SortOptions { descending: false, nulls_first: false };
     let indices = sort_to_indices(batch.column(table.time_column()), Some(options), None).map_err(invalid)?;
     take_record_batch(batch, &indices).map_err(invalid)
 }
 
 /// Inserts an encoded batch of `table`; returns its sequence number.
-pub(crate) fn insert(conn: &Connection, table: &str, batch: &EncodedBatch, now_ns: i64) -> rusqlite::Result<i64> {
+pub(crate) fn insert(
+    conn: &Connection,
+    table: &str,
+    batch: &EncodedBatch,
+    now_ns: i64,
+) -> rusqlite::Result<i64> {
     conn.prepare_cached(
         "INSERT INTO batches (tableName, minTime, maxTime, rows, bytes, committedAt, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING seq",
@@ -115,7 +125,9 @@ pub(crate) fn read(
     let mut rows = stmt.query([seq]).map_err(sqlite)?;
     let Some(row) = rows.next().map_err(sqlite)? else { return Ok(None) };
     let bytes = row.get_ref(0).map_err(sqlite)?.as_blob().map_err(|e| sqlite(e.into()))?;
-    ipc::decode(bytes, projection).map(Some).map_err(|e| StoreError::CorruptBatch { seq, source: Box::new(e) })
+    ipc::decode(bytes, projection)
+        .map(Some)
+        .map_err(|e| StoreError::CorruptBatch { seq, source: Box::new(e) })
 }
 
 /// The stored bytes of batch `seq`, copied; `None` if it is gone.
@@ -182,7 +194,8 @@ pub(crate) fn summary(conn: &Connection, table: Option<&str>) -> rusqlite::Resul
 /// range by their row count, those across its edges by their times.
 pub(crate) fn count(conn: &Connection, table: &EventTable, range: TimeRange) -> Result<u64, StoreError> {
     let path = conn.path().unwrap_or("flowsql.db").to_owned();
-    let metas = list(conn, table.name(), range).map_err(|e| StoreError::sqlite("list hot batches", &path, e))?;
+    let metas =
+        list(conn, table.name(), range).map_err(|e| StoreError::sqlite("list hot batches", &path, e))?;
     let mut total = 0;
     for batch in metas {
         if batch.min_time >= range.start() && batch.max_time < range.end() {
@@ -196,7 +209,11 @@ pub(crate) fn count(conn: &Connection, table: &EventTable, range: TimeRange) -> 
 }
 
 /// The event times of batch `seq`, decoding nothing else.
-pub(crate) fn read_times(conn: &Connection, table: &EventTable, seq: i64) -> Result<Option<Vec<i64>>, StoreError> {
+pub(crate) fn read_times(
+    conn: &Connection,
+    table: &EventTable,
+    seq: i64,
+) -> Result<Option<Vec<i64>>, StoreError> {
     let batch = read(conn, seq, Some(vec![table.time_column()]))?;
     Ok(batch.map(|b| crate::table::times_of(b.column(0)).to_vec()))
 }

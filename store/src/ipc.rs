@@ -36,8 +36,12 @@ fn options(compression: Compression) -> Result<IpcWriteOptions, arrow::error::Ar
 pub fn encode(batch: &RecordBatch, compression: Compression) -> Result<Vec<u8>, StoreError> {
     let err = |e: arrow::error::ArrowError| StoreError::Ipc { action: "encode", source: e };
     let mut bytes = Vec::with_capacity(4096);
-    let mut writer = StreamWriter::try_new_with_options(&mut bytes, batch.schema_ref(), options(compression).map_err(err)?)
-        .map_err(err)?;
+    let mut writer = StreamWriter::try_new_with_options(
+        &mut bytes,
+        batch.schema_ref(),
+        options(compression).map_err(err)?,
+    )
+    .map_err(err)?;
     writer.write(batch).map_err(err)?;
     writer.finish().map_err(err)?;
     drop(writer);
@@ -87,7 +91,12 @@ mod tests {
     fn batch() -> RecordBatch {
         let names = StringArray::from(vec!["a.example", "b.example", "c.example"]);
         let item = Arc::new(Field::new_list_field(DataType::Utf8, true));
-        let lists = ListArray::new(Arc::clone(&item), OffsetBuffer::new(vec![0, 0, 1, 3].into()), Arc::new(names), None);
+        let lists = ListArray::new(
+            Arc::clone(&item),
+            OffsetBuffer::new(vec![0, 0, 1, 3].into()),
+            Arc::new(names),
+            None,
+        );
         let dict = DictionaryArray::<Int32Type>::new(Int32Array::from(vec![2, 2, 0, 1]), Arc::new(lists));
         let schema = Arc::new(Schema::new(vec![
             Field::new("time", crate::table::time_type(), false),
@@ -95,7 +104,10 @@ mod tests {
         ]));
         RecordBatch::try_new(
             schema,
-            vec![Arc::new(TimestampNanosecondArray::from(vec![1, 2, 3, 4]).with_timezone("UTC")), Arc::new(dict)],
+            vec![
+                Arc::new(TimestampNanosecondArray::from(vec![1, 2, 3, 4]).with_timezone("UTC")),
+                Arc::new(dict),
+            ],
         )
         .expect("batch")
     }
@@ -109,7 +121,10 @@ mod tests {
             assert_eq!(back, batch, "{compression:?}");
             let time_only = decode(&bytes, Some(vec![0])).expect("projected");
             assert_eq!(time_only.num_columns(), 1);
-            assert_eq!(time_only.column(0).as_primitive::<arrow::datatypes::TimestampNanosecondType>().values(), &[1, 2, 3, 4]);
+            assert_eq!(
+                time_only.column(0).as_primitive::<arrow::datatypes::TimestampNanosecondType>().values(),
+                &[1, 2, 3, 4]
+            );
         }
     }
 

@@ -57,6 +57,7 @@ mod store;
 #[cfg(test)]
 mod test_util;
 
+pub use arrow;
 pub use arrow::record_batch::RecordBatch;
 pub use cold::ColdFile;
 pub use database::MemoryUse;

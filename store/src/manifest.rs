@@ -22,7 +22,12 @@ pub(crate) struct Listed {
 }
 
 /// Lists `file` of `table` as complete.
-pub(crate) fn insert(conn: &Connection, table: &str, file: &ColdFile, exported_at: i64) -> rusqlite::Result<()> {
+pub(crate) fn insert(
+    conn: &Connection,
+    table: &str,
+    file: &ColdFile,
+    exported_at: i64,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO exports (tableName, path, partitionStart, rows, bytes, minTimestamp, maxTimestamp, exportedAt)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -98,7 +103,8 @@ pub(crate) fn mark_missing(conn: &Connection, id: i64) -> rusqlite::Result<()> {
 
 /// Marks manifest row `id` as quarantined, with why and where it went.
 pub(crate) fn mark_quarantined(conn: &Connection, id: i64, note: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE exports SET state = 'quarantined', note = ?2 WHERE id = ?1", params![id, note]).map(|_| ())
+    conn.execute("UPDATE exports SET state = 'quarantined', note = ?2 WHERE id = ?1", params![id, note])
+        .map(|_| ())
 }
 
 /// Files, rows and bytes of the complete files of `table` whose hourly

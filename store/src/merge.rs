@@ -22,19 +22,28 @@ use crate::table::EventTable;
 #[derive(Debug)]
 struct Source {
     meta: BatchMeta,
-    /// As stored (dictionaries kept), in time order.
-    stored: RecordBatch,
-    /// In the table's logical schema, in time order.
-    logical: RecordBatch,
+    /// Its rows until every one was handed out (then only the counts stay:
+    /// a file's worth of batches is not held in memory until it commits).
+    rows: Option<Rows>,
+    /// Rows in the batch.
+    total: usize,
     /// Rows handed out so far.
     consumed: usize,
     /// Rows handed out when the caller last took the progress.
     committed: usize,
 }
 
+#[derive(Debug)]
+struct Rows {
+    /// As stored (dictionaries kept), in time order.
+    stored: RecordBatch,
+    /// In the table's logical schema, in time order.
+    logical: RecordBatch,
+}
+
 impl Source {
     fn times<'a>(&'a self, table: &EventTable) -> &'a [i64] {
-        table.times(&self.logical)
+        self.rows.as_ref().map_or(&[], |rows| table.times(&rows.logical))
     }
 
     fn head(&self, table: &EventTable) -> Option<i64> {
@@ -51,21 +60,22 @@ pub(crate) struct Progress {
     pub rest: Option<RecordBatch>,
 }
 
-/// Loads a batch as stored; `None` when it is gone.
-pub(crate) type Loader<'a> = dyn FnMut(&BatchMeta) -> Result<Option<RecordBatch>, StoreError> + 'a;
+/// Loads a batch as stored, given what the caller passed to the merge's
+/// read calls (a database connection); `None` when it is gone.
+pub(crate) type Loader<C> = fn(&C, &BatchMeta) -> Result<Option<RecordBatch>, StoreError>;
 
 /// See the module documentation.
-pub(crate) struct TimeMerge<'a> {
+pub(crate) struct TimeMerge<'a, C> {
     table: &'a EventTable,
     unopened: VecDeque<BatchMeta>,
     open: Vec<Source>,
-    load: Box<Loader<'a>>,
+    load: Loader<C>,
 }
 
-impl<'a> TimeMerge<'a> {
+impl<'a, C> TimeMerge<'a, C> {
     /// Merges `batches` (any order) of `table`, loading each with `load`
     /// when the stream reaches its first event.
-    pub(crate) fn new(table: &'a EventTable, mut batches: Vec<BatchMeta>, load: Box<Loader<'a>>) -> Self {
+    pub(crate) fn new(table: &'a EventTable, mut batches: Vec<BatchMeta>, load: Loader<C>) -> Self {
         batches.sort_by_key(|b| (b.min_time, b.seq));
         TimeMerge { table, unopened: batches.into(), open: Vec::new(), load }
     }
@@ -81,7 +91,7 @@ impl<'a> TimeMerge<'a> {
 
     /// Opens every batch whose first event is not after the earliest next
     /// row of the open ones.
-    fn open_due(&mut self) -> Result<(), StoreError> {
+    fn open_due(&mut self, from: &C) -> Result<(), StoreError> {
         loop {
             let head = self.earliest().map(|(_, t)| t);
             match self.unopened.front() {
@@ -89,27 +99,40 @@ impl<'a> TimeMerge<'a> {
                 _ => return Ok(()),
             }
             let Some(meta) = self.unopened.pop_front() else { return Ok(()) };
-            let Some(stored) = (self.load)(&meta)? else {
+            let Some(stored) = (self.load)(from, &meta)? else {
                 tracing::debug!(seq = meta.seq, "a hot batch vanished while it was read");
                 continue;
             };
             let stored = hot::sort_by_time(self.table, &stored)?;
             let logical = self.table.conform(&stored)?;
-            self.open.push(Source { meta, stored, logical, consumed: 0, committed: 0 });
+            let total = stored.num_rows();
+            self.open.push(Source {
+                meta,
+                rows: Some(Rows { stored, logical }),
+                total,
+                consumed: 0,
+                committed: 0,
+            });
         }
     }
 
-    /// The time of the next row, if any.
-    pub(crate) fn peek_time(&mut self) -> Result<Option<i64>, StoreError> {
-        self.open_due()?;
+    /// The time of the next row, if any (batches are loaded from `from`).
+    pub(crate) fn peek_time(&mut self, from: &C) -> Result<Option<i64>, StoreError> {
+        self.open_due(from)?;
         Ok(self.earliest().map(|(_, t)| t))
     }
 
     /// The next rows in time order, all before `limit`: at most `max_rows`
     /// (at least one) of one batch, as a slice in the table's logical
-    /// schema; `None` when no row before `limit` is left.
-    pub(crate) fn next_run(&mut self, limit: i64, max_rows: usize) -> Result<Option<RecordBatch>, StoreError> {
-        self.open_due()?;
+    /// schema; `None` when no row before `limit` is left (batches are
+    /// loaded from `from`).
+    pub(crate) fn next_run(
+        &mut self,
+        from: &C,
+        limit: i64,
+        max_rows: usize,
+    ) -> Result<Option<RecordBatch>, StoreError> {
+        self.open_due(from)?;
         let Some((index, time)) = self.earliest() else { return Ok(None) };
         if time >= limit {
             return Ok(None);
@@ -125,10 +148,15 @@ impl<'a> TimeMerge<'a> {
             }
         }
         let source = &mut self.open[index];
-        let times = &self.table.times(&source.logical)[source.consumed..];
+        let Some(rows) = &source.rows else { return Ok(None) };
+        let times = &self.table.times(&rows.logical)[source.consumed..];
         let take = times.partition_point(|&t| t < limit && t <= bound).clamp(1, max_rows.max(1));
-        let run = source.logical.slice(source.consumed, take);
+        let run = rows.logical.slice(source.consumed, take);
         source.consumed += take;
+        if source.consumed == source.total {
+            // The slices handed out keep what they need.
+            source.rows = None;
+        }
         Ok(Some(run))
     }
 
@@ -140,17 +168,21 @@ impl<'a> TimeMerge<'a> {
             if source.consumed == source.committed {
                 continue;
             }
-            let total = source.stored.num_rows();
-            let rest = (source.consumed < total).then(|| source.stored.slice(source.consumed, total - source.consumed));
+            let total = source.total;
+            let rest = match &source.rows {
+                Some(rows) if source.consumed < total => {
+                    Some(rows.stored.slice(source.consumed, total - source.consumed))
+                }
+                _ => None,
+            };
             progress.push(Progress { meta: source.meta.clone(), rest });
             source.committed = source.consumed;
-            let remaining = (total - source.consumed) as u64;
-            source.meta.rows = remaining;
+            source.meta.rows = (total - source.consumed) as u64;
             if let Some(&first) = source.times(self.table).get(source.consumed) {
                 source.meta.min_time = first;
             }
         }
-        self.open.retain(|s| s.consumed < s.stored.num_rows());
+        self.open.retain(|s| s.consumed < s.total);
         progress
     }
 }
@@ -181,10 +213,11 @@ mod tests {
                 .into_iter()
                 .collect();
         let metas: Vec<_> = batches.iter().map(|(seq, b)| meta(*seq, b)).collect();
-        let mut merge = TimeMerge::new(flows_table(), metas, Box::new(|m| Ok(batches.get(&m.seq).cloned())));
+        let load: Loader<HashMap<i64, RecordBatch>> = |batches, m| Ok(batches.get(&m.seq).cloned());
+        let mut merge = TimeMerge::new(flows_table(), metas, load);
         let limit = synthetic::indexed_flow(1, 200).timestamp_ns;
         let mut out = Vec::new();
-        while let Some(run) = merge.next_run(limit, 7).expect("run") {
+        while let Some(run) = merge.next_run(&batches, limit, 7).expect("run") {
             assert!(run.num_rows() <= 7);
             out.extend(flows_from_batch(&run).expect("valid"));
         }
@@ -192,9 +225,9 @@ mod tests {
         let progress = merge.take_progress();
         let rest: usize = progress.iter().filter_map(|p| p.rest.as_ref()).map(RecordBatch::num_rows).sum();
         assert_eq!(rest, 100, "the rows after the limit stay");
-        assert_eq!(merge.peek_time().expect("peek"), Some(limit));
+        assert_eq!(merge.peek_time(&batches).expect("peek"), Some(limit));
         let mut tail = Vec::new();
-        while let Some(run) = merge.next_run(i64::MAX, 1000).expect("run") {
+        while let Some(run) = merge.next_run(&batches, i64::MAX, 1000).expect("run") {
             tail.extend(flows_from_batch(&run).expect("valid"));
         }
         assert_eq!(tail, flows[200..]);

@@ -119,7 +119,10 @@ mod tests {
         let path = Path::new(":memory:");
         assert_eq!(apply(&mut conn, MIGRATIONS, path).expect("first"), MIGRATIONS.len());
         let schema = table_names(&conn);
-        assert!(schema.contains(&"batches".to_owned()) && schema.contains(&"exports".to_owned()), "{schema:?}");
+        assert!(
+            schema.contains(&"batches".to_owned()) && schema.contains(&"exports".to_owned()),
+            "{schema:?}"
+        );
         assert!(!schema.contains(&"flows".to_owned()), "the row-per-flow table is gone: {schema:?}");
         assert_eq!(apply(&mut conn, MIGRATIONS, path).expect("second"), 0);
         assert_eq!(table_names(&conn), schema);
@@ -167,7 +170,8 @@ mod tests {
     fn a_failing_migration_leaves_the_database_as_it_was() {
         let mut conn = Connection::open_in_memory().expect("open");
         let path = Path::new(":memory:");
-        let broken = Migration { name: "0002_broken", sql: "-- broken\nCREATE TABLE t (x); SELEKT 1;", then: None };
+        let broken =
+            Migration { name: "0002_broken", sql: "-- broken\nCREATE TABLE t (x); SELEKT 1;", then: None };
         let list = [MIGRATIONS[0], broken];
         let err = apply(&mut conn, &list, path).expect_err("fails");
         assert!(err.to_string().contains("0002_broken"), "{err}");

@@ -130,7 +130,8 @@ pub(crate) fn recover(
     for (relative, entry) in &listed {
         let table = relative.split('/').next().unwrap_or_default();
         if entry.complete && known.contains(table) && !on_disk.contains(relative) {
-            manifest::mark_missing(db.conn(), entry.id).map_err(db.err("mark a missing file in the manifest"))?;
+            manifest::mark_missing(db.conn(), entry.id)
+                .map_err(db.err("mark a missing file in the manifest"))?;
             report.missing.push(dir.root().join(relative));
         }
     }
@@ -258,7 +259,8 @@ struct Facts {
 
 fn inspect(table: &EventTable, path: &Path) -> Result<Facts, StoreError> {
     let read_err = |source| StoreError::ParquetRead { path: path.to_owned(), source };
-    let mismatch = |reason: &str| StoreError::ParquetMismatch { path: path.to_owned(), reason: reason.to_owned() };
+    let mismatch =
+        |reason: &str| StoreError::ParquetMismatch { path: path.to_owned(), reason: reason.to_owned() };
     let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
     let metadata = ParquetMetaDataReader::new().parse_and_finish(&file).map_err(read_err)?;
     let file_meta = metadata.file_metadata();

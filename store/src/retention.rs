@@ -70,7 +70,11 @@ pub(crate) fn apply(
     }
     report.partitions.sort();
     if !report.partitions.is_empty() {
-        tracing::info!(partitions = report.partitions.len(), rows = report.rows, "retention removed old partitions");
+        tracing::info!(
+            partitions = report.partitions.len(),
+            rows = report.rows,
+            "retention removed old partitions"
+        );
     }
     Ok(report)
 }

@@ -15,7 +15,7 @@ use crate::copy;
 use crate::database::{Database, MemoryUse};
 use crate::dir::{DataDir, ExportLock};
 use crate::export::{self, ExportEvent, ExportOptions, ExportReport};
-use crate::hot::{self, HotSummary};
+use crate::hot::{self, EncodedBatch, HotSummary};
 use crate::ipc::HOT_COMPRESSION;
 use crate::migrations::MIGRATIONS;
 use crate::recovery::{self, RecoveryReport};
@@ -72,7 +72,11 @@ impl Store {
         Store::open_using(root, MemoryUse::Lean, event_tables())
     }
 
-    fn open_using(root: impl Into<PathBuf>, memory: MemoryUse, tables: Vec<EventTable>) -> Result<Store, StoreError> {
+    fn open_using(
+        root: impl Into<PathBuf>,
+        memory: MemoryUse,
+        tables: Vec<EventTable>,
+    ) -> Result<Store, StoreError> {
         let dir = DataDir::new(root);
         dir.create()?;
         let db = Database::open(&dir.db_path(), MIGRATIONS, memory)?;
@@ -86,10 +90,20 @@ impl Store {
     /// can use it, whether a capture is writing to it or not. Such a store
     /// must not export.
     pub fn open_read_only(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        Store::open_read_only_with_tables(root, event_tables())
+    }
+
+    /// [`open_read_only`](Self::open_read_only) knowing `tables` (instead
+    /// of flowsql's own).
+    pub fn open_read_only_with_tables(
+        root: impl Into<PathBuf>,
+        tables: Vec<EventTable>,
+    ) -> Result<Store, StoreError> {
         let dir = DataDir::new(root);
         let db = Database::open_read_only(&dir.db_path(), MemoryUse::Fast)?;
-        let store_id = state::get(db.conn(), state::STORE_ID).map_err(db.err("read store_state"))?.unwrap_or_default();
-        Ok(Store { dir, db, store_id, tables: event_tables() })
+        let store_id =
+            state::get(db.conn(), state::STORE_ID).map_err(db.err("read store_state"))?.unwrap_or_default();
+        Ok(Store { dir, db, store_id, tables })
     }
 
     pub fn dir(&self) -> &DataDir {
@@ -158,9 +172,16 @@ impl Store {
         let table = self.table(table)?.clone();
         table.check(batch)?;
         let Some(encoded) = hot::encode(&table, batch, HOT_COMPRESSION)? else { return Ok(0) };
+        self.insert_encoded(table.name(), &encoded)
+    }
+
+    /// Stores a batch of `table` encoded by [`hot::encode`] as one hot-tier
+    /// row; returns the rows stored.
+    pub fn insert_encoded(&mut self, table: &str, encoded: &EncodedBatch) -> Result<u64, StoreError> {
+        let table = self.table(table)?.name();
         let now = crate::now_ns();
         self.db.write(|tx| {
-            hot::insert(tx, table.name(), &encoded, now)
+            hot::insert(tx, table, encoded, now)
                 .map_err(|e| StoreError::sqlite("store a batch", tx.path().unwrap_or(""), e))
         })?;
         Ok(encoded.rows)
@@ -179,7 +200,8 @@ impl Store {
 
     /// [`cold_files`](Self::cold_files) of any table.
     pub fn table_cold_files(&self, table: &str, range: TimeRange) -> Result<Vec<ColdFile>, StoreError> {
-        manifest::complete_files(self.db.conn(), self.dir.root(), table, range).map_err(self.db.err("list cold files"))
+        manifest::complete_files(self.db.conn(), self.dir.root(), table, range)
+            .map_err(self.db.err("list cold files"))
     }
 
     /// The hot rows of `table` in `range`, in time order, in the table's
@@ -300,7 +322,9 @@ impl Store {
 /// The store's id from `store_state`, made on first use.
 fn store_id(db: &Database) -> Result<String, StoreError> {
     if db.is_read_only() {
-        return Ok(state::get(db.conn(), state::STORE_ID).map_err(db.err("read store_state"))?.unwrap_or_default());
+        return Ok(state::get(db.conn(), state::STORE_ID)
+            .map_err(db.err("read store_state"))?
+            .unwrap_or_default());
     }
     if let Some(id) = state::get(db.conn(), state::STORE_ID).map_err(db.err("read store_state"))? {
         return Ok(id);

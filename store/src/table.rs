@@ -43,11 +43,13 @@ impl EventTable {
     /// `timestamp[ns, UTC]` column of `schema`.
     pub fn new(name: &'static str, schema: SchemaRef, time_column: &str) -> Result<Self, StoreError> {
         let invalid = |reason: String| StoreError::InvalidTable { table: name.to_owned(), reason };
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
             return Err(invalid("the name must be lower-case letters, digits and '_'".into()));
         }
-        let (index, field) =
-            schema.column_with_name(time_column).ok_or_else(|| invalid(format!("no column {time_column}")))?;
+        let (index, field) = schema
+            .column_with_name(time_column)
+            .ok_or_else(|| invalid(format!("no column {time_column}")))?;
         if field.data_type() != &time_type() || field.is_nullable() {
             return Err(invalid(format!(
                 "the time column {time_column} must be a non-nullable {}, not {}",
@@ -80,7 +82,11 @@ impl EventTable {
         let invalid = |reason: String| StoreError::InvalidBatch { table: self.name, reason };
         let fields = batch.schema_ref().fields();
         if fields.len() != self.schema.fields().len() {
-            return Err(invalid(format!("{} columns, expected {}", fields.len(), self.schema.fields().len())));
+            return Err(invalid(format!(
+                "{} columns, expected {}",
+                fields.len(),
+                self.schema.fields().len()
+            )));
         }
         for ((field, want), column) in fields.iter().zip(self.schema.fields()).zip(batch.columns()) {
             if field.name() != want.name() || !stores_as(field.data_type(), want.data_type()) {
@@ -132,7 +138,11 @@ impl EventTable {
 }
 
 /// `batch` in `schema`: see [`EventTable::conform`].
-fn conform_to(table: &'static str, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch, StoreError> {
+fn conform_to(
+    table: &'static str,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, StoreError> {
     if batch.schema_ref() == schema {
         return Ok(batch.clone());
     }
@@ -142,14 +152,17 @@ fn conform_to(table: &'static str, schema: &SchemaRef, batch: &RecordBatch) -> R
     for field in schema.fields() {
         let column = match batch.column_by_name(field.name()) {
             Some(column) if column.data_type() == field.data_type() => Arc::clone(column),
-            Some(column) => arrow::compute::cast_with_options(column, field.data_type(), &CastOptions::default())
-                .map_err(|e| invalid(format!("column {}: {e}", field.name())))?,
+            Some(column) => {
+                arrow::compute::cast_with_options(column, field.data_type(), &CastOptions::default())
+                    .map_err(|e| invalid(format!("column {}: {e}", field.name())))?
+            }
             None => default_column(table, field, rows)?,
         };
         columns.push(column);
     }
     let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
-    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options).map_err(|e| invalid(e.to_string()))
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
+        .map_err(|e| invalid(e.to_string()))
 }
 
 /// `timestamp[ns, UTC]`, the type of every time column.
@@ -235,8 +248,10 @@ mod tests {
     #[test]
     fn dictionary_columns_are_accepted_and_unpacked() {
         let t = table();
-        let names: DictionaryArray<Int32Type> =
-            DictionaryArray::new(Int32Array::from(vec![0, 1, 0]), Arc::new(StringArray::from(vec!["a", "b"])));
+        let names: DictionaryArray<Int32Type> = DictionaryArray::new(
+            Int32Array::from(vec![0, 1, 0]),
+            Arc::new(StringArray::from(vec!["a", "b"])),
+        );
         let stored_schema = Arc::new(Schema::new(vec![
             Field::new("time", time_type(), false),
             Field::new("name", names.data_type().clone(), false),
@@ -255,7 +270,10 @@ mod tests {
         assert_eq!(t.time_span(&batch), Some((1, 3)));
         let logical = t.conform(&batch).expect("conforms");
         assert_eq!(logical.schema_ref(), t.schema());
-        assert_eq!(logical.column(1).as_string::<i32>().iter().collect::<Vec<_>>(), [Some("a"), Some("b"), Some("a")]);
+        assert_eq!(
+            logical.column(1).as_string::<i32>().iter().collect::<Vec<_>>(),
+            [Some("a"), Some("b"), Some("a")]
+        );
     }
 
     #[test]

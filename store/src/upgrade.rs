@@ -27,7 +27,8 @@ const UPGRADE_BATCH_ROWS: usize = 16 * 1024;
 pub(crate) fn move_rows_into_batches(conn: &Connection) -> Result<(), StoreError> {
     let path = conn.path().unwrap_or("flowsql.db").to_owned();
     let sqlite = |e| StoreError::sqlite("move old flows rows into batches", &path, e);
-    let invalid = |reason: String| StoreError::InvalidRow { table: "flows", path: path.clone().into(), reason };
+    let invalid =
+        |reason: String| StoreError::InvalidRow { table: "flows", path: path.clone().into(), reason };
     let table = flows_table();
     let now = crate::now_ns();
     let mut moved = 0u64;

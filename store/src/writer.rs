@@ -575,7 +575,8 @@ impl Worker {
             let result = match (self.open(), self.db.as_mut()) {
                 (Ok(true), Some(db)) => {
                     let began = Instant::now();
-                    let result = try_commit(db, &encoded, &self.domains, self.config.live.as_deref(), flow_rows);
+                    let result =
+                        try_commit(db, &encoded, &self.domains, self.config.live.as_deref(), flow_rows);
                     if result.is_ok() {
                         self.shared.commit_latency.record(began.elapsed());
                     }
@@ -633,7 +634,8 @@ impl Worker {
     /// its table's name.
     fn encode(&self, flows: Option<&RecordBatch>) -> Result<Vec<(&'static str, EncodedBatch)>, StoreError> {
         let mut encoded = Vec::with_capacity(1 + self.batches.len());
-        let all = flows.map(|b| (flows_table(), b)).into_iter().chain(self.batches.iter().map(|(t, b)| (t, b)));
+        let all =
+            flows.map(|b| (flows_table(), b)).into_iter().chain(self.batches.iter().map(|(t, b)| (t, b)));
         for (table, batch) in all {
             table.check(batch)?;
             if let Some(batch) = hot::encode(table, batch, HOT_COMPRESSION)? {
@@ -768,7 +770,10 @@ impl Worker {
             store_failures: counters.store_failures,
             counters: named,
         };
-        db.write(|tx| stats::record(tx, &row).map_err(|e| StoreError::sqlite("record capture_stats", tx.path().unwrap_or(""), e)))?;
+        db.write(|tx| {
+            stats::record(tx, &row)
+                .map_err(|e| StoreError::sqlite("record capture_stats", tx.path().unwrap_or(""), e))
+        })?;
         self.stats_dirty = false;
         self.unsynced = true;
         Ok(())
@@ -789,7 +794,8 @@ fn try_commit(
     let sqlite = |e| StoreError::sqlite("store a batch", &path, e);
     let now = now_ns();
     let conn = db.conn();
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| StoreError::sqlite("start a write transaction", &path, e))?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| StoreError::sqlite("start a write transaction", &path, e))?;
     let written = (|| {
         for (table, batch) in batches {
             hot::insert(conn, table, batch, now).map_err(sqlite)?;

@@ -192,10 +192,7 @@ fn an_export_takes_only_the_rows_that_existed_when_it_started() {
         .expect("export");
     assert!(inserted);
     assert_eq!(report.rows, 500);
-    assert_eq!(
-        sorted(rows(&store.hot_flows(TimeRange::ALL).expect("hot"))),
-        sorted(late.clone())
-    );
+    assert_eq!(sorted(rows(&store.hot_flows(TimeRange::ALL).expect("hot"))), sorted(late.clone()));
     let mut all = first;
     all.extend(late);
     assert_eq!(sorted(rows(&store.flows(TimeRange::ALL).expect("all"))), sorted(all));
@@ -333,7 +330,9 @@ fn recovery_removes_temporaries_and_orphans_and_adopts_foreign_files() {
             f
         })
         .collect();
-    let mut pending = cold::PendingFile::create(flows_table(), &foreign_dir, "part-from-elsewhere.parquet", Vec::new()).expect("create");
+    let mut pending =
+        cold::PendingFile::create(flows_table(), &foreign_dir, "part-from-elsewhere.parquet", Vec::new())
+            .expect("create");
     pending.write(&batch_from_flows(&foreign_flows)).expect("write");
     pending.finish().expect("finish");
     drop(store);

@@ -53,6 +53,7 @@ pub fn run(args: StoreStressArgs) -> anyhow::Result<ExitCode> {
             ExportEvent::Committed(file) => say(&format!("exported {}", file.path.display())),
             ExportEvent::Planned { .. } | ExportEvent::Rows(_) => {}
         })),
+        after_export: None,
     };
     let export = ScheduledExport::spawn(&dir, schedule)?;
     say("ready");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flowsql_event::{Direction, DomainList, FlowBegin};
-use flowsql_store::batch::batch_from_flows;
+use flowsql_store::batch_from_flows;
 use flowsql_store::{ExportOptions, Store, TimeRange};
 
 /// A temporary data directory, removed on drop.
@@ -99,9 +99,9 @@ pub fn fixture(name: &str) -> Fixture {
     let _ = std::fs::remove_dir_all(&dir);
     let flows = flows();
     let mut store = Store::open(&dir).expect("open the store");
-    store.hot_mut().insert_flows(&batch_from_flows(&flows)).expect("insert flows");
+    store.insert_flows(&batch_from_flows(&flows)).expect("insert flows");
     store.export(&ExportOptions::up_to(at(9, 0, 0)), &mut |_| {}).expect("export");
     assert_eq!(store.cold_files(TimeRange::ALL).expect("cold files").len(), 2, "two hourly Parquet files");
-    assert_eq!(store.hot().flow_count(TimeRange::ALL).expect("hot count"), 2, "two rows still hot");
+    assert_eq!(store.hot_flow_count(TimeRange::ALL).expect("hot count"), 2, "two rows still hot");
     Fixture { dir }
 }

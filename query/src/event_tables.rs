@@ -1,19 +1,21 @@
-//! The `flows` table: every flow exactly once, from the cold Parquet tier,
-//! the hot SQLite tier and, in a capturing process, the rows not committed
-//! yet.
+//! The event tables (`flows`): every row exactly once, from the cold
+//! Parquet tier, the hot tier's batches and, in a capturing process, the rows
+//! not committed yet.
 //!
-//! A scan takes one snapshot of the store: inside a single SQLite read
-//! transaction it lists the complete cold files from the manifest and reads
-//! the hot rows. An export moves rows from hot to cold in one transaction
-//! (manifest insert and row delete together), so the snapshot sees each row
-//! in exactly one tier whatever runs concurrently. Files are read only when
-//! the manifest lists them, never by listing directories, so a file an
-//! export renamed but has not committed is not counted.
+//! A scan takes one snapshot of the store ([`flowsql_store::TableSnapshot`]):
+//! inside a single SQLite read transaction it lists the complete cold files
+//! from the manifest and the hot batches, and it reads those batches later in
+//! the same transaction. An export moves rows from hot to cold in one
+//! transaction (manifest insert and batch removal together), so the
+//! snapshot sees each row in exactly one tier whatever runs concurrently.
+//! Files are read only when the manifest lists them, never by listing
+//! directories, so a file an export renamed but has not committed is not
+//! counted.
 //!
 //! The filters' time range selects the cold files (by the manifest's min and
-//! max timestamps) and the hot rows (through the timestamp index); the
-//! filters also go to the Parquet reader as a predicate, which skips row
-//! groups by their statistics.
+//! max timestamps) and the hot batches (by their time spans); the filters
+//! also go to the Parquet reader as a predicate, which skips row groups by
+//! their statistics.
 
 use std::sync::{Arc, Mutex};
 
@@ -34,20 +36,11 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use flowsql_store::{ColdFile, Store, StoreError, TimeRange};
+use flowsql_store::{ColdFile, EventTable, Store, StoreError, TableSnapshot, TimeRange};
 
+use crate::hot_scan::HotScanExec;
 use crate::live::LiveFlows;
 use crate::time_range;
-
-/// Rows per batch read from the hot tier.
-const HOT_BATCH_ROWS: usize = 64 * 1024;
-
-/// What one scan reads: the cold files, and the hot and live rows.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub cold: Vec<ColdFile>,
-    pub batches: Vec<RecordBatch>,
-}
 
 /// The store a session reads, shared by its tables.
 #[derive(Debug)]
@@ -64,66 +57,61 @@ impl StoreReader {
         StoreReader { store: Mutex::new(store) }
     }
 
-    /// Runs `f` on the store inside one read transaction.
-    pub fn read<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    /// Runs `f` on the store.
+    pub fn with<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let conn = store.hot().connection();
-        let begin = conn.execute_batch("BEGIN DEFERRED");
-        begin.map_err(|e| StoreError::Sqlite {
-            action: "start a read",
-            path: store.dir().db_path(),
-            source: e,
-        })?;
-        let result = f(&store);
-        // A read transaction has nothing to keep: end it either way.
-        let _ = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
-        result
+        f(&store)
     }
 
-    /// The cold files, hot rows and live rows of `range`, each flow once.
-    pub fn snapshot(&self, range: TimeRange, live: Option<&dyn LiveFlows>) -> Result<Snapshot, StoreError> {
-        self.read(|store| {
-            let mut snapshot = Snapshot::default();
-            match live {
-                None => snapshot.cold = store.cold_files(range)?,
-                Some(live) => {
-                    // The first read of the transaction fixes SQLite's
-                    // snapshot: do it while the writer cannot commit.
-                    let mut cold = None;
-                    snapshot.batches = live.snapshot(range, &mut || {
-                        cold = Some(store.cold_files(range)?);
-                        Ok(())
-                    })?;
-                    snapshot.cold = cold.unwrap_or_default();
-                }
+    /// A snapshot of `table` over `range`, and the uncommitted rows of
+    /// `live` as of the same instant: each row once.
+    pub fn snapshot(
+        &self,
+        table: &str,
+        range: TimeRange,
+        live: Option<&dyn LiveFlows>,
+    ) -> Result<(TableSnapshot, Vec<RecordBatch>), StoreError> {
+        self.with(|store| match live {
+            None => Ok((store.snapshot(table, range)?, Vec::new())),
+            Some(live) => {
+                // The snapshot's first read fixes what it sees: take it
+                // while the writer cannot commit.
+                let mut snapshot = None;
+                let batches = live.snapshot(range, &mut || {
+                    snapshot = Some(store.snapshot(table, range)?);
+                    Ok(())
+                })?;
+                let snapshot = snapshot.ok_or(StoreError::ThreadFailed { thread: "live snapshot" })?;
+                Ok((snapshot, batches))
             }
-            snapshot.batches.extend(store.hot().flows_in_range(range, HOT_BATCH_ROWS)?);
-            Ok(snapshot)
         })
     }
 }
 
-/// The `flows` table provider.
+/// The table provider of an event table.
 #[derive(Debug)]
-pub struct FlowsTable {
+pub struct EventTableProvider {
+    table: EventTable,
     schema: SchemaRef,
     reader: Arc<StoreReader>,
     live: Option<Arc<dyn LiveFlows>>,
 }
 
-impl FlowsTable {
-    pub fn new(reader: Arc<StoreReader>, live: Option<Arc<dyn LiveFlows>>) -> Self {
-        let schema = crate::view_types::with_view_types(&flowsql_store::flows_schema());
-        FlowsTable { schema, reader, live }
+impl EventTableProvider {
+    /// `table` as the query sees it; `live` are the uncommitted rows of this
+    /// process's capture, if it captures (flows only).
+    pub fn new(table: EventTable, reader: Arc<StoreReader>, live: Option<Arc<dyn LiveFlows>>) -> Self {
+        let schema = crate::view_types::with_view_types(table.schema());
+        EventTableProvider { table, schema, reader, live }
     }
 }
 
 /// What the manifest knows of a file, as the planner's statistics: its rows
 /// (so a join builds its hash table on the smaller side) and its time span.
-fn file_statistics(file: &ColdFile, schema: &SchemaRef) -> Statistics {
+fn file_statistics(file: &ColdFile, schema: &SchemaRef, time_column: usize) -> Statistics {
     let mut columns = Statistics::unknown_column(schema);
     let utc = Some(Arc::<str>::from("UTC"));
-    if let Some(timestamp) = columns.first_mut() {
+    if let Some(timestamp) = columns.get_mut(time_column) {
         timestamp.min_value =
             Precision::Exact(ScalarValue::TimestampNanosecond(Some(file.min_timestamp), utc.clone()));
         timestamp.max_value =
@@ -160,7 +148,7 @@ fn file_groups(files: &[ColdFile], statistics: &[Arc<Statistics>], groups: usize
 }
 
 #[async_trait]
-impl TableProvider for FlowsTable {
+impl TableProvider for EventTableProvider {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -181,20 +169,37 @@ impl TableProvider for FlowsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let range = time_range::from_filters(filters);
-        let snapshot = self.reader.snapshot(range, self.live.as_deref()).map_err(store_error)?;
-        tracing::debug!(?range, files = snapshot.cold.len(), batches = snapshot.batches.len(), "flows scan");
+        let time_column = self.table.schema().field(self.table.time_column()).name();
+        let range = time_range::from_filters(filters, time_column);
+        let (snapshot, live) =
+            self.reader.snapshot(self.table.name(), range, self.live.as_deref()).map_err(store_error)?;
+        let cold = snapshot.cold_files();
+        let hot = snapshot.hot_batches();
+        tracing::debug!(
+            table = self.table.name(),
+            ?range,
+            files = cold.len(),
+            batches = hot.len(),
+            live = live.len(),
+            "scan"
+        );
 
+        let projected = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => Arc::clone(&self.schema),
+        };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if !snapshot.cold.is_empty() {
+        if !cold.is_empty() {
             let mut source = ParquetSource::new(Arc::clone(&self.schema));
             if let Some(filter) = conjunction(filters.iter().cloned()) {
                 let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
             }
-            let per_file: Vec<Arc<Statistics>> =
-                snapshot.cold.iter().map(|file| Arc::new(file_statistics(file, &self.schema))).collect();
-            let groups = file_groups(&snapshot.cold, &per_file, state.config().target_partitions());
+            let per_file: Vec<Arc<Statistics>> = cold
+                .iter()
+                .map(|file| Arc::new(file_statistics(file, &self.schema, self.table.time_column())))
+                .collect();
+            let groups = file_groups(cold, &per_file, state.config().target_partitions());
             // The table's statistics (the planner reads these, not the
             // files'): its rows let a join build on the smaller side.
             let statistics = Statistics::try_merge_iter(per_file.iter().map(Arc::as_ref), &self.schema)?;
@@ -206,9 +211,17 @@ impl TableProvider for FlowsTable {
                 .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
-        if !snapshot.batches.is_empty() {
-            let batches = snapshot
-                .batches
+        if !hot.is_empty() {
+            inputs.push(Arc::new(HotScanExec::new(
+                snapshot.reader(),
+                hot,
+                state.config().target_partitions(),
+                projection.cloned(),
+                Arc::clone(&projected),
+            )));
+        }
+        if !live.is_empty() {
+            let batches = live
                 .iter()
                 .map(|b| crate::view_types::cast_batch(b, &self.schema))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -219,10 +232,6 @@ impl TableProvider for FlowsTable {
             )?);
         }
         if inputs.is_empty() {
-            let projected = match projection {
-                Some(p) => Arc::new(self.schema.project(p)?),
-                None => Arc::clone(&self.schema),
-            };
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         UnionExec::try_new(inputs)
