@@ -47,8 +47,9 @@ fn to_text(s: &StoreStatus) -> String {
     line(
         "hot (SQLite)",
         format!(
-            "{}, {}, {}",
+            "{} in {}, {}, {}",
             plural(s.hot_rows, "row", "rows"),
+            plural(s.hot_batches, "batch", "batches"),
             human_bytes(s.database_bytes),
             span(s.hot_span)
         ),
@@ -139,7 +140,7 @@ fn to_json(s: &StoreStatus) -> serde_json::Value {
     };
     serde_json::json!({
         "dataDir": s.data_dir,
-        "hot": { "rows": s.hot_rows, "bytes": s.database_bytes, "span": span(s.hot_span) },
+        "hot": { "rows": s.hot_rows, "batches": s.hot_batches, "bytes": s.database_bytes, "span": span(s.hot_span) },
         "cold": {
             "rows": s.cold_rows,
             "files": s.cold_files,
