@@ -30,7 +30,8 @@ fn fill(dir: &Path, rows: usize) {
     for _ in 0..rows {
         columns.push(&mix.next_flow());
         if columns.len() == BATCH_ROWS {
-            let encoded = hot::encode(flows_table(), &columns.finish(), ipc::HOT_COMPRESSION).expect("encode");
+            let encoded =
+                hot::encode(flows_table(), &columns.finish(), ipc::HOT_COMPRESSION).expect("encode");
             store.insert_encoded("flows", &encoded.expect("rows")).expect("insert");
         }
     }
@@ -55,7 +56,8 @@ async fn run(session: &Session, sql: &str) -> (Duration, String) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rows: usize = std::env::var("FLOWSQL_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let rows: usize =
+        std::env::var("FLOWSQL_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let base = PathBuf::from(std::env::var("FLOWSQL_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
         .join(format!("flowsql-hot-vs-cold-{}", std::process::id()));
     let hot_dir = base.join("hot");
@@ -63,11 +65,14 @@ async fn main() {
     eprintln!("writing {rows} flows twice...");
     fill(&hot_dir, rows);
     fill(&cold_dir, rows);
-    let report =
-        Store::open(&cold_dir).expect("store").export(&ExportOptions::up_to(i64::MAX), &mut |_| {}).expect("export");
+    let report = Store::open(&cold_dir)
+        .expect("store")
+        .export(&ExportOptions::up_to(i64::MAX), &mut |_| {})
+        .expect("export");
     assert_eq!(report.rows as usize, rows);
     let open = |dir: &Path| {
-        Session::open(SessionOptions { target_partitions: Some(2), ..SessionOptions::new(dir) }).expect("session")
+        Session::open(SessionOptions { target_partitions: Some(2), ..SessionOptions::new(dir) })
+            .expect("session")
     };
     let hot_session = open(&hot_dir);
     let cold_session = open(&cold_dir);

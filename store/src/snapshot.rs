@@ -76,6 +76,25 @@ impl HotReader {
     /// (positions in the table's schema), only those, in that order, and
     /// only they are decompressed and decoded.
     pub fn read(&self, meta: &BatchMeta, columns: Option<&[usize]>) -> Result<RecordBatch, StoreError> {
+        let schema =
+            match columns {
+                None => Arc::clone(self.table.schema()),
+                Some(columns) => Arc::new(self.table.schema().project(columns).map_err(|e| {
+                    StoreError::InvalidBatch { table: self.table.name(), reason: e.to_string() }
+                })?),
+            };
+        self.read_as(meta, columns, &schema)
+    }
+
+    /// [`read`](Self::read) into `schema`: the columns at `columns` (all
+    /// with `None`), in that order, in `schema`'s types (such as string
+    /// views, made straight from the stored dictionaries).
+    pub fn read_as(
+        &self,
+        meta: &BatchMeta,
+        columns: Option<&[usize]>,
+        schema: &arrow::datatypes::SchemaRef,
+    ) -> Result<RecordBatch, StoreError> {
         if let Some(columns) = columns
             && columns.is_empty()
         {
@@ -87,18 +106,15 @@ impl HotReader {
         }
         let bytes = self.bytes(meta.seq)?;
         let corrupt = |e| StoreError::CorruptBatch { seq: meta.seq, source: Box::new(e) };
-        match columns {
-            None => {
-                let stored = ipc::decode(&bytes, None).map_err(corrupt)?;
-                self.table.conform(&stored)
-            }
+        let stored = match columns {
+            None => ipc::decode(&bytes, None).map_err(corrupt)?,
             Some(columns) => {
-                let schema = self.table.schema();
-                let names: Vec<&str> = columns.iter().map(|&i| schema.field(i).name().as_str()).collect();
-                let stored = ipc::decode_columns(&bytes, &names).map_err(corrupt)?;
-                self.table.conform_columns(&stored, columns)
+                let logical = self.table.schema();
+                let names: Vec<&str> = columns.iter().map(|&i| logical.field(i).name().as_str()).collect();
+                ipc::decode_columns(&bytes, &names).map_err(corrupt)?
             }
-        }
+        };
+        crate::table::conform_to(self.table.name(), schema, &stored)
     }
 
     /// The stored bytes of batch `seq` (copied out, so that decoding holds

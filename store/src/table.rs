@@ -113,16 +113,6 @@ impl EventTable {
         conform_to(self.name, &self.schema, batch)
     }
 
-    /// [`conform`](Self::conform) to the table's columns at `columns`
-    /// (positions in its schema), in that order.
-    pub fn conform_columns(&self, batch: &RecordBatch, columns: &[usize]) -> Result<RecordBatch, StoreError> {
-        let schema = self
-            .schema
-            .project(columns)
-            .map_err(|e| StoreError::InvalidBatch { table: self.name, reason: e.to_string() })?;
-        conform_to(self.name, &Arc::new(schema), batch)
-    }
-
     /// The time column of a batch of this table, in UTC nanoseconds.
     pub fn times<'a>(&self, batch: &'a RecordBatch) -> &'a [i64] {
         times_of(batch.column(self.time_column))
@@ -137,8 +127,11 @@ impl EventTable {
     }
 }
 
-/// `batch` in `schema`: see [`EventTable::conform`].
-fn conform_to(
+/// `batch` in `schema` (columns matched by name, cast to the schema's types,
+/// missing ones filled): see [`EventTable::conform`]. `schema` may use other
+/// representations of the same values than the table's logical schema
+/// (string views, for a query engine).
+pub fn conform_to(
     table: &'static str,
     schema: &SchemaRef,
     batch: &RecordBatch,
