@@ -153,6 +153,7 @@ impl FlowAssembler {
                 }))
             }
             KernelRecord::DnsResponse(dns, payload) => Ok(Assembled::Dns(self.learn_dns(&dns, payload)?)),
+            _ => Ok(Assembled::Dns(Vec::new())),
         }
     }
 

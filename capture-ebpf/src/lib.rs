@@ -14,10 +14,11 @@ pub mod assemble;
 pub mod cgroup;
 pub mod clock;
 pub mod dns;
+pub mod iter;
 pub mod loader;
 
 pub use assemble::{Assembled, DnsStats, FlowAssembler};
 pub use loader::{
-    Capture, CaptureConfig, CaptureError, EventReader, Hook, KernelCounters, ProgramStats, RingBufFill,
-    RunTimeStats,
+    Capture, CaptureConfig, CaptureError, EventReader, Features, Hook, KernelCounters, OpenSockets,
+    ProgramStats, RingBufFill, RunTimeStats, Unavailable,
 };
