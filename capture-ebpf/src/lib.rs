@@ -11,6 +11,7 @@
 
 pub mod abi;
 pub mod assemble;
+pub mod attribution;
 pub mod cgroup;
 pub mod clock;
 pub mod dns;
@@ -18,6 +19,7 @@ pub mod iter;
 pub mod loader;
 
 pub use assemble::{Assembled, DnsStats, FlowAssembler};
+pub use attribution::AttributionStats;
 pub use loader::{
     Capture, CaptureConfig, CaptureError, EventReader, Features, Hook, KernelCounters, OpenSockets,
     ProgramStats, RingBufFill, RunTimeStats, Unavailable,
