@@ -131,7 +131,8 @@ pub fn end_reason(socket: &abi::Socket) -> EndReason {
         }
         return if error == libc::ECONNREFUSED || socket.has(socket_flag::RST_RECEIVED) {
             EndReason::Refused
-        } else if unreachable_error(error) || (error == libc::ETIMEDOUT && unreachable_error(tcp.sk_err_soft)) {
+        } else if unreachable_error(error) || (error == libc::ETIMEDOUT && unreachable_error(tcp.sk_err_soft))
+        {
             EndReason::Unreachable
         } else if error == libc::ETIMEDOUT {
             EndReason::Timeout
@@ -183,10 +184,8 @@ pub fn end_facts(event: &SocketEvent, reason: EndReason) -> Result<EndFacts, Dec
         state::FIN_WAIT1 | state::FIN_WAIT2 | state::CLOSING | state::LAST_ACK | state::TIME_WAIT
     ) || socket.first_close == state::FIN_WAIT1;
     let fin_acked = fin_sent && tcp.snd_una == tcp.write_seq;
-    let sent = tcp
-        .bytes_acked
-        .saturating_sub(u64::from(active && established))
-        .saturating_sub(u64::from(fin_acked));
+    let sent =
+        tcp.bytes_acked.saturating_sub(u64::from(active && established)).saturating_sub(u64::from(fin_acked));
     let received = tcp.bytes_received.saturating_sub(u64::from(tcp.fin_received != 0));
     let (local, remote) = (tcp.local()?, tcp.remote()?);
     let local_side = if active { Side::Src } else { Side::Dst };
@@ -291,7 +290,11 @@ impl FlowAssembler {
         )
     }
 
-    pub fn with_attributor(host_name: impl Into<Arc<str>>, config: NameCacheConfig, attributor: Attributor) -> Self {
+    pub fn with_attributor(
+        host_name: impl Into<Arc<str>>,
+        config: NameCacheConfig,
+        attributor: Attributor,
+    ) -> Self {
         FlowAssembler {
             clock: BootClock::new(),
             housekeeping_boot_ns: BootClock::boot_now_ns(),
@@ -405,11 +408,22 @@ impl FlowAssembler {
     /// The names of both ends as the begin had them: remembered when it had
     /// any; none when it had none; for a connection begun before the capture
     /// (or one whose begin was pushed out of memory), those valid at `at`.
-    fn end_names(&mut self, seq: u64, keep: bool, src: IpAddr, dst: IpAddr, at: i64, known_begin: bool) -> (DomainList, DomainList) {
-        let remembered = if keep { self.begin_names.get(&seq).cloned() } else { self.begin_names.remove(&seq) };
+    fn end_names(
+        &mut self,
+        seq: u64,
+        keep: bool,
+        src: IpAddr,
+        dst: IpAddr,
+        at: i64,
+        known_begin: bool,
+    ) -> (DomainList, DomainList) {
+        let remembered =
+            if keep { self.begin_names.get(&seq).cloned() } else { self.begin_names.remove(&seq) };
         match remembered {
             Some(names) => names,
-            None if known_begin && seq > self.begin_names_evicted => (DomainList::default(), DomainList::default()),
+            None if known_begin && seq > self.begin_names_evicted => {
+                (DomainList::default(), DomainList::default())
+            }
             None => (self.names.lookup(src, at), self.names.lookup(dst, at)),
         }
     }
@@ -422,17 +436,12 @@ impl FlowAssembler {
         let facts = end_facts(event, reason)?;
         let timestamp_ns = self.utc(event.header.boot_ns);
         let known_begin = socket.begin_ns != 0;
-        let (src_domains, dst_domains) = self.end_names(
-            socket.flow_seq,
-            open,
-            facts.src.ip(),
-            facts.dst.ip(),
-            timestamp_ns,
-            known_begin,
-        );
+        let (src_domains, dst_domains) =
+            self.end_names(socket.flow_seq, open, facts.src.ip(), facts.dst.ip(), timestamp_ns, known_begin);
         // A failed attempt has no begin: it gets a flow number of its own.
         let flow_id = self.flow_id(socket.flow_seq);
-        let owner_cookie = if socket.listener_cookie != 0 { socket.listener_cookie } else { event.socket_cookie };
+        let owner_cookie =
+            if socket.listener_cookie != 0 { socket.listener_cookie } else { event.socket_cookie };
         let attribution = self.attributor.attribute(&socket.owner, owner_cookie, event.cgroup_id);
         let accepting = (socket.role == abi::ROLE_PASSIVE && socket.acceptor_tgid != 0).then(|| {
             let end = socket.acceptor_comm.iter().position(|&b| b == 0).unwrap_or(16);

@@ -434,14 +434,15 @@ impl Attributor {
 
     pub fn stats(&self) -> AttributionStats {
         let strings = |s: &str| s.len() + 16;
-        let bytes = self.cgroups.values().map(|c| strings(&c.path) + strings(&c.container) + 32).sum::<usize>()
-            + self.executables.values().map(|p| strings(p) + 24).sum::<usize>()
-            + self.names.values().map(|n| strings(n) + 24).sum::<usize>()
-            + self
-                .precapture
-                .values()
-                .map(|a| strings(&a.process_name) + strings(&a.executable) + 64)
-                .sum::<usize>();
+        let bytes =
+            self.cgroups.values().map(|c| strings(&c.path) + strings(&c.container) + 32).sum::<usize>()
+                + self.executables.values().map(|p| strings(p) + 24).sum::<usize>()
+                + self.names.values().map(|n| strings(n) + 24).sum::<usize>()
+                + self
+                    .precapture
+                    .values()
+                    .map(|a| strings(&a.process_name) + strings(&a.executable) + 64)
+                    .sum::<usize>();
         AttributionStats {
             entries: self.cgroups.len() + self.executables.len() + self.names.len() + self.precapture.len(),
             bytes,
@@ -460,7 +461,12 @@ mod tests {
     fn container_ids_by_runtime_naming() {
         let cases = [
             (format!("/system.slice/docker-{ID}.scope"), Some(ID)),
-            (format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope"), Some(ID)),
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope"
+                ),
+                Some(ID),
+            ),
             (format!("/machine.slice/libpod-{ID}.scope/container"), Some(ID)),
             (format!("/crio-{ID}.scope"), Some(ID)),
             (format!("/docker/{ID}"), Some(ID)),
@@ -493,7 +499,14 @@ mod tests {
         let mut a = Attributor::empty(AttributionLimits::default());
         a.learn_exec(7, 9, b"netpeer\0debug\0target\0work\0", false);
         a.learn_exec(7, 10, b"x\0", true);
-        let process = Process { tgid: 1, uid: 0, exe_ino: 9, exe_dev: 7, reserved: 0, comm: *b"netpeer\0\0\0\0\0\0\0\0\0" };
+        let process = Process {
+            tgid: 1,
+            uid: 0,
+            exe_ino: 9,
+            exe_dev: 7,
+            reserved: 0,
+            comm: *b"netpeer\0\0\0\0\0\0\0\0\0",
+        };
         let attribution = a.attribute(&process, 0, 0);
         assert_eq!(&*attribution.executable, "/work/target/debug/netpeer");
         assert_eq!(&*attribution.process_name, "netpeer");

@@ -223,10 +223,10 @@ impl FromStr for EndReason {
     type Err = UnknownValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EndReason::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownValue {
-            what: "end reason",
-            value: s.to_owned(),
-        })
+        EndReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownValue { what: "end reason", value: s.to_owned() })
     }
 }
 

@@ -14,7 +14,7 @@ pub mod http;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use flowsql_capture::{DnsStats, KernelCounters, RingBufFill};
+use flowsql_capture::{AttributionStats, DnsStats, KernelCounters, RingBufFill};
 use flowsql_store::WriterCounters;
 use flowsql_store::latency::BUCKET_BOUNDS_NS;
 
@@ -23,6 +23,8 @@ use flowsql_store::latency::BUCKET_BOUNDS_NS;
 pub struct CaptureSnapshot {
     pub kernel: KernelCounters,
     pub dns: DnsStats,
+    /// Who-connected: rows not attributed, caches' size.
+    pub attribution: AttributionStats,
     pub ring: RingBufFill,
     /// Kernel records that could not be decoded.
     pub undecodable: u64,
@@ -66,13 +68,36 @@ const FAMILIES: &[Family] = &[
     family(
         "flowsql_events_total",
         "counter",
-        "Records the kernel programs delivered through the ring buffer, by kind.",
+        "Records the kernel programs delivered through the ring buffer, by kind (flow: begins, end: connection ends, info: execs and cgroups).",
     ),
     family(
         "flowsql_lost_total",
         "counter",
-        "What was lost, by cause: ring_buffer_full (the kernel found no room; kind flow or dns), not_stored (the store could not keep it; kind flow or domain).",
+        "What was lost, by cause: ring_buffer_full (the kernel found no room; kind flow, end, dns or info), not_stored (the store could not keep it; kind flow (begins and ends) or domain).",
     ),
+    family(
+        "flowsql_begins_recovered_total",
+        "counter",
+        "Connection begins reported when the handshake completed because no SYN-ACK was seen (SYN cookies).",
+    ),
+    family(
+        "flowsql_socket_storage_failures_total",
+        "counter",
+        "Sockets the kernel could not give flowsql's storage to (memory): not followed.",
+    ),
+    family(
+        "flowsql_unattributed_rows_total",
+        "counter",
+        "Rows whose process could not be named (sockets older than the capture whose holder is unknown).",
+    ),
+    family("flowsql_cgroup_unknown_rows_total", "counter", "Rows whose socket's cgroup had no known path."),
+    family(
+        "flowsql_executable_unknown_rows_total",
+        "counter",
+        "Rows whose process's executable could not be named.",
+    ),
+    family("flowsql_attribution_cache_entries", "gauge", "Cgroups, executables, names and owners held."),
+    family("flowsql_attribution_cache_bytes", "gauge", "Approximate memory held by the attribution caches."),
     family(
         "flowsql_synack_duplicates_total",
         "counter",
@@ -196,6 +221,25 @@ pub const CAPTURE_SERIES: &[Series<CaptureSnapshot>] = &[
     series("dnsRingbufFull", "flowsql_lost_total", r#"cause="ring_buffer_full",kind="dns""#, |s| {
         s.kernel.dns_ringbuf_full
     }),
+    series("endEvents", "flowsql_events_total", r#"kind="end""#, |s| s.kernel.end_events),
+    series("endRingbufFull", "flowsql_lost_total", r#"cause="ring_buffer_full",kind="end""#, |s| {
+        s.kernel.end_ringbuf_full
+    }),
+    series("infoEvents", "flowsql_events_total", r#"kind="info""#, |s| s.kernel.info_events),
+    series("infoRingbufFull", "flowsql_lost_total", r#"cause="ring_buffer_full",kind="info""#, |s| {
+        s.kernel.info_ringbuf_full
+    }),
+    series("beginsRecovered", "flowsql_begins_recovered_total", "", |s| s.kernel.begins_recovered),
+    series("storageFailed", "flowsql_socket_storage_failures_total", "", |s| s.kernel.storage_failed),
+    series("unattributedRows", "flowsql_unattributed_rows_total", "", |s| s.attribution.unattributed),
+    series("cgroupUnknownRows", "flowsql_cgroup_unknown_rows_total", "", |s| s.attribution.cgroup_unknown),
+    series("executableUnknownRows", "flowsql_executable_unknown_rows_total", "", |s| {
+        s.attribution.executable_unknown
+    }),
+    series("attributionCacheEntries", "flowsql_attribution_cache_entries", "", |s| {
+        s.attribution.entries as u64
+    }),
+    series("attributionCacheBytes", "flowsql_attribution_cache_bytes", "", |s| s.attribution.bytes as u64),
     series("domainsNotStored", "flowsql_lost_total", r#"cause="not_stored",kind="domain""#, |s| {
         s.domains_not_stored
     }),

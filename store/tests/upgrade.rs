@@ -57,9 +57,16 @@ fn stored_lines(store: &Store) -> Vec<String> {
     lines
 }
 
+/// The fixture's flows as flowsql 0.1 printed them, with the columns added
+/// since as they read for rows stored before them: flowId 0, the process
+/// not known.
 fn expected_lines(dir: &Path) -> Vec<String> {
+    const ADDED: &str = r#","flowId":0,"processId":null,"processName":"","userId":null,"executable":"","cgroupPath":"","containerId":""}"#;
     let text = std::fs::read_to_string(dir.join("expected.ndjson")).expect("expected.ndjson");
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|line| format!("{}{ADDED}", line.strip_suffix('}').expect("a JSON object")))
+        .collect();
     lines.sort();
     lines
 }

@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use flowsql_capture::{Assembled, Capture, CaptureConfig, DnsStats, FlowAssembler, KernelCounters};
-use flowsql_event::{Direction, DomainObservation, FlowBegin};
+use flowsql_capture::{
+    Assembled, AttributionStats, Capture, CaptureConfig, DnsStats, FlowAssembler, KernelCounters,
+};
+use flowsql_event::{Direction, DomainObservation, FlowBegin, FlowEnd};
 
 /// Fails the test unless it runs as root: these tests load BPF programs,
 /// create cgroups and network namespaces.
@@ -307,43 +309,62 @@ pub struct Recording {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<Recorded>>,
     rows: Arc<Mutex<Vec<FlowBegin>>>,
+    ends: Arc<Mutex<Vec<FlowEnd>>>,
+    open: tokio::sync::mpsc::Sender<std::sync::mpsc::Sender<Vec<FlowEnd>>>,
+    /// What the capture could not fill on this kernel.
+    pub unavailable: Vec<String>,
 }
 
 /// What a recording saw.
 #[derive(Debug)]
 pub struct Recorded {
     pub rows: Vec<FlowBegin>,
+    /// Connection ends (and failed attempts), in the order reported.
+    pub ends: Vec<FlowEnd>,
     /// What DNS answers taught, in order.
     pub observations: Vec<DomainObservation>,
     pub counters: KernelCounters,
     pub dns: DnsStats,
+    pub attribution: AttributionStats,
     /// Records that could not be decoded (must be zero).
     pub undecodable: u64,
 }
 
 impl Recording {
     pub fn start(cgroup: &TestCgroup) -> Self {
-        let config = CaptureConfig { cgroup: Some(cgroup.path().to_owned()), ..CaptureConfig::default() };
+        Recording::start_with(CaptureConfig {
+            cgroup: Some(cgroup.path().to_owned()),
+            ..CaptureConfig::default()
+        })
+    }
+
+    /// Starts a capture with `config`, assembling rows as `flowsql capture` does.
+    pub fn start_with(config: CaptureConfig) -> Self {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<std::sync::mpsc::Sender<Vec<FlowEnd>>>(4);
         let rows = Arc::new(Mutex::new(Vec::new()));
-        let shared = Arc::clone(&rows);
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let (shared_rows, shared_ends) = (Arc::clone(&rows), Arc::clone(&ends));
         let thread = std::thread::spawn(move || {
             let runtime =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async move {
                 let (capture, mut reader) = match Capture::attach(&config) {
                     Ok(attached) => {
-                        let _ = ready_tx.send(Ok(()));
+                        let unavailable = attached.0.unavailable().iter().map(ToString::to_string).collect();
+                        let _ = ready_tx.send(Ok(unavailable));
                         attached
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e}")));
                         return Recorded {
                             rows: Vec::new(),
+                            ends: Vec::new(),
                             observations: Vec::new(),
                             counters: KernelCounters::default(),
                             dns: DnsStats::default(),
+                            attribution: AttributionStats::default(),
                             undecodable: 0,
                         };
                     }
@@ -351,35 +372,70 @@ impl Recording {
                 let mut assembler = FlowAssembler::new("test-host");
                 let mut undecodable = 0u64;
                 let mut observations = Vec::new();
-                let mut handle = |item: &[u8]| match assembler.assemble(item) {
-                    Ok(Assembled::Flow(flow)) => shared.lock().expect("rows lock").push(flow),
+                let mut handle = |assembler: &mut FlowAssembler, item: &[u8]| match assembler.assemble(item) {
+                    Ok(Assembled::Flow(flow)) => shared_rows.lock().expect("rows lock").push(flow),
+                    Ok(Assembled::End(end)) => shared_ends.lock().expect("ends lock").push(end),
                     Ok(Assembled::Dns(learned)) => observations.extend(learned),
+                    Ok(Assembled::Learned) => {}
                     Err(_) => undecodable += 1,
                 };
                 loop {
                     tokio::select! {
-                        read = reader.read(&mut handle) => { read.expect("ring buffer readable"); }
+                        read = reader.read(|item| handle(&mut assembler, item)) => { read.expect("ring buffer readable"); }
+                        Some(reply) = open_rx.recv() => {
+                            // What the kernel reported so far first, as the capture loop does.
+                            reader.drain(|item| handle(&mut assembler, item));
+                            let open = capture.open_sockets().expect("open connections are followed");
+                            let records = open.read().expect("the open-connections iterator runs");
+                            let _ = reply.send(assembler.open_flows(&records));
+                        }
                         _ = &mut stop_rx => break,
                     }
                 }
                 let counters = capture.counters().expect("counters readable");
                 drop(capture);
-                reader.drain(&mut handle);
-                let rows = std::mem::take(&mut *shared.lock().expect("rows lock"));
-                Recorded { rows, observations, counters, dns: assembler.dns_stats(), undecodable }
+                reader.drain(|item| handle(&mut assembler, item));
+                let rows = std::mem::take(&mut *shared_rows.lock().expect("rows lock"));
+                let ends = std::mem::take(&mut *shared_ends.lock().expect("ends lock"));
+                Recorded {
+                    rows,
+                    ends,
+                    observations,
+                    counters,
+                    dns: assembler.dns_stats(),
+                    attribution: assembler.attribution_stats(),
+                    undecodable,
+                }
             })
         });
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
+        let unavailable = match ready_rx.recv() {
+            Ok(Ok(unavailable)) => unavailable,
             Ok(Err(e)) => panic!("capture failed to attach: {e}"),
             Err(_) => panic!("capture thread died before attaching"),
-        }
-        Recording { stop: Some(stop_tx), thread: Some(thread), rows }
+        };
+        Recording { stop: Some(stop_tx), thread: Some(thread), rows, ends, open: open_tx, unavailable }
     }
 
     /// Rows seen so far.
     pub fn rows_so_far(&self) -> usize {
         self.rows.lock().expect("rows lock").len()
+    }
+
+    /// Begins seen so far (a copy).
+    pub fn begins_so_far(&self) -> Vec<FlowBegin> {
+        self.rows.lock().expect("rows lock").clone()
+    }
+
+    /// Ends seen so far (a copy).
+    pub fn ends_so_far(&self) -> Vec<FlowEnd> {
+        self.ends.lock().expect("ends lock").clone()
+    }
+
+    /// The connections open now, as the capture reads them from the kernel.
+    pub fn open_flows(&self) -> Vec<FlowEnd> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.open.blocking_send(reply).expect("the recording runs");
+        answer.recv_timeout(Duration::from_secs(10)).expect("open connections read")
     }
 
     /// Detaches, drains the ring buffer and returns everything recorded.

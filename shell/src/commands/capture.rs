@@ -60,12 +60,14 @@ pub fn run(
         config: CaptureConfig {
             cgroup: config.cgroup.value.clone(),
             ring_buffer_bytes: config.ring_buffer_bytes.value,
+            ..CaptureConfig::default()
         },
         name_cache: config.name_cache(),
         duration,
         out: args.json.then(|| BufWriter::with_capacity(64 * 1024, io::stdout())),
         store,
         live: None,
+        open_flows: None,
         service: Some(Service { global, flags: args.settings, config, logging }),
     };
     let result = runtime.block_on(capture(run, std::future::pending(), |_| {}));
@@ -154,9 +156,50 @@ pub struct CaptureRun {
     pub store: Option<StoreSettings>,
     /// Share the uncommitted rows with this process's queries.
     pub live: Option<Arc<LiveRows>>,
+    /// Answer this process's queries of `open_flows`.
+    pub open_flows: Option<OpenFlowsRequests>,
     /// The service side (the capture command). The shell has none: it
     /// handles Ctrl-C itself, to cancel queries, and keeps its privileges.
     pub service: Option<Service>,
+}
+
+/// A query of `open_flows`: the reply gets the open connections as rows.
+type OpenFlowsRequest = tokio::sync::oneshot::Sender<Result<Vec<flowsql_event::FlowEnd>, String>>;
+
+/// Where a capture receives `open_flows` queries.
+pub type OpenFlowsRequests = tokio::sync::mpsc::Receiver<OpenFlowsRequest>;
+
+/// `open_flows` of this process's capture: each read asks the capture loop,
+/// which walks the kernel's socket storage.
+#[derive(Debug)]
+pub struct CaptureOpenFlows {
+    requests: tokio::sync::mpsc::Sender<OpenFlowsRequest>,
+}
+
+impl CaptureOpenFlows {
+    /// The query side, and the receiver for [`CaptureRun::open_flows`].
+    pub fn channel() -> (CaptureOpenFlows, OpenFlowsRequests) {
+        let (requests, receiver) = tokio::sync::mpsc::channel(4);
+        (CaptureOpenFlows { requests }, receiver)
+    }
+}
+
+#[async_trait::async_trait]
+impl flowsql_query::OpenFlows for CaptureOpenFlows {
+    async fn read(&self) -> Result<Vec<flowsql_store::RecordBatch>, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.requests.send(reply).await.map_err(|_| "the capture has stopped".to_owned())?;
+        let rows = answer.await.map_err(|_| "the capture has stopped".to_owned())??;
+        Ok(vec![flowsql_store::batch_from_ends(&rows)])
+    }
+}
+
+/// The next `open_flows` query; never, without a receiver.
+async fn next_open_flows_request(requests: &mut Option<OpenFlowsRequests>) -> Option<OpenFlowsRequest> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A capture running on its own thread, for `flowsql shell --capture`.
@@ -164,6 +207,8 @@ pub struct CaptureRun {
 pub struct BackgroundCapture {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<anyhow::Result<ExitCode>>>,
+    /// What the capture cannot fill on this kernel (one line each).
+    pub unavailable: Vec<String>,
 }
 
 impl BackgroundCapture {
@@ -171,7 +216,7 @@ impl BackgroundCapture {
     /// reason they could not be).
     pub fn start(run: CaptureRun) -> anyhow::Result<BackgroundCapture> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Vec<String>, String>>();
         let thread = std::thread::Builder::new()
             .name("flowsql-capture".into())
             .spawn(move || {
@@ -196,7 +241,9 @@ impl BackgroundCapture {
             })
             .context("failed to start the capture thread")?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(BackgroundCapture { stop: Some(stop_tx), thread: Some(thread) }),
+            Ok(Ok(unavailable)) => {
+                Ok(BackgroundCapture { stop: Some(stop_tx), thread: Some(thread), unavailable })
+            }
             Ok(Err(message)) => {
                 let _ = thread.join();
                 Err(anyhow::anyhow!(message))
@@ -282,6 +329,7 @@ impl FlowSink {
         CaptureSnapshot {
             kernel,
             dns: self.assembler.dns_stats(),
+            attribution: self.assembler.attribution_stats(),
             ring,
             undecodable: self.undecodable,
             domains_not_stored: self.domains_not_stored,
@@ -321,6 +369,13 @@ impl FlowSink {
                     writer.send(flow);
                 }
             }
+            Ok(Assembled::End(end)) => {
+                if let Some(writer) = &self.writer {
+                    // A full queue is counted as loss by the writer.
+                    writer.send_end(end);
+                }
+            }
+            Ok(Assembled::Learned) => {}
             Ok(Assembled::Dns(observations)) => {
                 if let Some(writer) = &self.writer
                     && !observations.is_empty()
@@ -606,9 +661,9 @@ fn finish_store(
 async fn capture(
     run: CaptureRun,
     stop: impl Future<Output = ()>,
-    attached: impl FnOnce(Result<(), String>),
+    attached: impl FnOnce(Result<Vec<String>, String>),
 ) -> anyhow::Result<ExitCode> {
-    let CaptureRun { config, name_cache, duration, out, store, live, mut service } = run;
+    let CaptureRun { config, name_cache, duration, out, store, live, mut open_flows, mut service } = run;
     let mut signals = match &service {
         Some(_) => Some(Signals::new()?),
         None => None,
@@ -646,7 +701,12 @@ async fn capture(
     let (scrape_tx, mut scrape_rx) = tokio::sync::mpsc::channel::<ScrapeRequest>(16);
     let metrics_task =
         metrics_server.map(|server| serve_metrics(server, scrape_tx.clone(), store_dir.clone()));
-    attached(Ok(()));
+    // Said once: what this kernel keeps the capture from filling.
+    let unavailable: Vec<String> = capture.unavailable().iter().map(ToString::to_string).collect();
+    for line in &unavailable {
+        tracing::warn!("{line}");
+    }
+    attached(Ok(unavailable));
     if service.is_some() {
         systemd::notify("READY=1\nSTATUS=capturing");
     }
@@ -684,6 +744,16 @@ async fn capture(
                         Err(error) => tracing::debug!(%error, "kernel counters unreadable"),
                     }
                 }
+            }
+            Some(reply) = next_open_flows_request(&mut open_flows) => {
+                let rows = match capture.open_sockets() {
+                    Some(open) => open
+                        .read()
+                        .map(|records| sink.assembler.open_flows(&records))
+                        .map_err(|error| crate::error_chain(&error.into())),
+                    None => Err("this capture does not follow connection ends on this kernel".to_owned()),
+                };
+                let _ = reply.send(rows);
             }
             Some(reply) = scrape_rx.recv() => {
                 let kernel = capture.counters().unwrap_or_else(|error| {
