@@ -989,23 +989,19 @@ int flowsql_release(struct bpf_sock *sk)
 #define EXEC_WALK_MAX 48
 
 /*
- * A process of the watched cgroup executed a program: its path, walked
- * from the file up through the mounts to its mount namespace's root, and the
- * (device, inode) that sockets name it by.
+ * A process executed a program: its path, walked from the file up through
+ * the mounts to its mount namespace's root, and the (device, inode) that
+ * sockets name it by. Every exec of the host is reported, not only those in
+ * the watched cgroup: a process may join the cgroup after its exec (a
+ * supervisor that moves it), and a short-lived one is gone before /proc
+ * could name it. Execs are rare next to packets; user space keeps a bounded
+ * cache of the paths.
  */
 SEC("tp_btf/sched_process_exec")
 int flowsql_exec(__u64 *ctx)
 {
 	struct task_struct *task = (struct task_struct *)ctx[0];
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx[2];
-	struct css_set *cset = NULL;
-	struct cgroup *cgroup = NULL;
-
-	bpf_probe_read_kernel(&cset, sizeof(cset), &task->cgroups);
-	if (cset)
-		bpf_probe_read_kernel(&cgroup, sizeof(cgroup), &cset->dfl_cgrp);
-	if (!cgroup_watched(cgroup))
-		return 0;
 	__u32 zero = 0;
 	union flowsql_scratch *scratch = bpf_map_lookup_elem(&FLOWSQL_MAP_SCRATCH, &zero);
 	if (!scratch)

@@ -220,12 +220,10 @@ struct tcp_sock {
 } __kernel_struct;
 
 struct mm_struct { struct file *exe_file; } __kernel_struct;
-struct css_set { struct cgroup *dfl_cgrp; } __kernel_struct;
 struct task_struct {
 	int tgid;
 	struct task_struct *group_leader;
 	struct mm_struct *mm;
-	struct css_set *cgroups;
 	char comm[16];
 } __kernel_struct;
 struct linux_binprm { struct file *file; } __kernel_struct;

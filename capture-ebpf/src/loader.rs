@@ -57,6 +57,9 @@ pub struct CaptureConfig {
     pub ring_buffer_bytes: u32,
     /// What is recorded beyond connection begins and DNS answers.
     pub features: Features,
+    /// Optional programs (by function name) not to load, as if this kernel
+    /// refused them: for testing the capture without them. Empty in use.
+    pub withhold: Vec<&'static str>,
 }
 
 impl Default for CaptureConfig {
@@ -65,6 +68,7 @@ impl Default for CaptureConfig {
             cgroup: None,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             features: Features::default(),
+            withhold: Vec::new(),
         }
     }
 }
@@ -516,7 +520,7 @@ impl Capture {
         let (mut capture, mut reader) =
             Capture::load_with(config.ring_buffer_bytes, config.features, watched)?;
         tracing::info!(cgroup = %cgroup.display(), features = ?config.features, "capture attaching");
-        capture.attach_programs(cgroup)?;
+        capture.attach_programs(cgroup, &config.withhold)?;
         for unavailable in &capture.unavailable {
             tracing::debug!(%unavailable, "optional program unavailable");
         }
@@ -599,7 +603,7 @@ impl Capture {
         Ok((capture, reader))
     }
 
-    fn attach_programs(&mut self, cgroup: PathBuf) -> Result<(), CaptureError> {
+    fn attach_programs(&mut self, cgroup: PathBuf, withhold: &[&'static str]) -> Result<(), CaptureError> {
         let cgroup_file =
             File::open(&cgroup).map_err(|source| CgroupError::Inspect { path: cgroup.clone(), source })?;
         for (hook, attach_type) in
@@ -636,7 +640,12 @@ impl Capture {
             }
         };
         for optional in needed {
-            if let Err(reason) = self.start_optional(optional, &btf, &cgroup_file) {
+            let started = if withhold.contains(&optional.program) {
+                Err("not loaded: withheld by the capture's configuration".to_owned())
+            } else {
+                self.start_optional(optional, &btf, &cgroup_file)
+            };
+            if let Err(reason) = started {
                 self.unavailable.push(Unavailable {
                     program: optional.section,
                     leaves_empty: optional.leaves_empty,

@@ -168,6 +168,8 @@ fn flow(i: u16, names: &DomainList) -> FlowBegin {
         dst_domains: Arc::clone(names),
         cgroup_id: 7,
         host_name: "h".into(),
+        flow_id: 0,
+        attribution: flowsql_event::Attribution::default(),
     }
 }
 

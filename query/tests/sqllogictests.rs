@@ -51,6 +51,8 @@ fn flow(time: i64, direction: Direction, src: &str, dst: &str, dst_domains: &[&s
         dst_domains: names.into(),
         cgroup_id: 1,
         host_name: "host1".into(),
+        flow_id: 0,
+        attribution: flowsql_event::Attribution::default(),
     }
 }
 

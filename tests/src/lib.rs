@@ -77,6 +77,27 @@ impl TestCgroup {
     pub fn id(&self) -> u64 {
         std::fs::metadata(&self.path).expect("cgroup exists").ino()
     }
+
+    /// Its path from the root of the unified hierarchy (`/fs...`), as
+    /// `cgroupPath` says it.
+    pub fn relative_path(&self) -> String {
+        let root = flowsql_capture::cgroup::unified_mount().expect("cgroup v2");
+        format!("/{}", self.path.strip_prefix(&root).expect("under the root").display())
+    }
+
+    /// A child cgroup named `name`, removed on drop (drop it before its parent).
+    pub fn child(&self, name: &str) -> TestCgroup {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", path.display()));
+        TestCgroup { path }
+    }
+
+    /// Removes it now (it must hold no process); panics if it cannot.
+    pub fn remove(self) {
+        std::fs::remove_dir(&self.path)
+            .unwrap_or_else(|e| panic!("cannot remove cgroup {}: {e}", self.path.display()));
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for TestCgroup {
@@ -244,9 +265,88 @@ impl Server {
             .unwrap_or_else(|| panic!("netpeer {args:?} did not start: {line:?}"));
         Server { child, _stdin: stdin, _stdout: stdout, port }
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `netpeer exchange --wait-stdin` in progress: connected, waiting to be
+/// told to exchange, then to close. Killed on drop.
+#[derive(Debug)]
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pub local: SocketAddr,
+    pub pid: u32,
+}
+
+impl Session {
+    /// Starts `netpeer exchange --to TO --wait-stdin EXTRA` and waits until
+    /// it is connected.
+    pub fn start(netpeer: &str, place: Place<'_>, to: &str, extra: &[&str]) -> Session {
+        let mut child = place
+            .command(netpeer)
+            .args(["exchange", "--to", to, "--wait-stdin"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("netpeer starts");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = || {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("netpeer prints");
+            line.trim().to_owned()
+        };
+        let local = line();
+        let pid = line();
+        let local = local
+            .strip_prefix("local ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("netpeer exchange did not connect: {local:?}"));
+        let pid = pid
+            .strip_prefix("pid ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid: {pid:?}"));
+        Session { child, stdin, stdout, local, pid }
+    }
+
+    fn step(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(b"go\n").and_then(|()| stdin.flush()).expect("tell netpeer to go on");
+    }
+
+    /// Lets it exchange its bytes (it then waits again before closing).
+    pub fn exchange(&mut self) {
+        self.step();
+    }
+
+    /// Lets it close; waits for it to end and returns the bytes it received.
+    pub fn close(mut self) -> u64 {
+        self.step();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("netpeer prints");
+        let status = self.child.wait().expect("netpeer ends");
+        assert!(status.success(), "netpeer exchange failed");
+        line.trim()
+            .strip_prefix("received ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line:?}"))
+    }
+}
+
+impl Drop for Session {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -265,6 +365,35 @@ pub fn connect(netpeer: &str, place: Place<'_>, to: &str, extra: &[&str]) -> Vec
         .expect("netpeer runs");
     assert!(output.status.success(), "netpeer connect failed: {}", String::from_utf8_lossy(&output.stderr));
     parse_locals(&output.stdout)
+}
+
+/// What a netpeer run printed: each `local <addr>` and its `pid <n>`.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub locals: Vec<SocketAddr>,
+    pub pid: u32,
+    pub stdout: String,
+}
+
+/// Runs any netpeer subcommand to completion; its `local` lines and the
+/// process id it printed (`pid <n>`), or else the id of the process run.
+pub fn netpeer_run(netpeer: &str, place: Place<'_>, args: &[&str]) -> Peer {
+    let child = place
+        .command(netpeer)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("netpeer runs");
+    let spawned = child.id();
+    let output = child.wait_with_output().expect("netpeer ends");
+    assert!(output.status.success(), "netpeer {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let pid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pid ").and_then(|p| p.trim().parse().ok()))
+        .unwrap_or(spawned);
+    Peer { locals: parse_locals(&output.stdout), pid, stdout }
 }
 
 /// Runs any netpeer subcommand to completion, returning its `local` lines.
