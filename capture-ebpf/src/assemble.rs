@@ -334,7 +334,6 @@ impl FlowAssembler {
             self.housekeeping_boot_ns = boot_ns;
             let now = self.clock.to_utc_ns(boot_ns);
             self.names.purge_expired(now);
-            self.attributor.housekeeping();
         }
         self.clock.to_utc_ns(boot_ns)
     }
@@ -348,7 +347,7 @@ impl FlowAssembler {
             KernelRecord::Socket(event) => {
                 // A socket older than the capture, adopted by the iterator.
                 if event.socket.has(socket_flag::PRECAPTURE) {
-                    self.attributor.learn_precapture_socket(event.socket_cookie, event.socket_inode);
+                    self.attributor.learn_precapture_socket(event.socket_cookie, &event.socket.owner);
                 }
                 Ok(Assembled::Learned)
             }

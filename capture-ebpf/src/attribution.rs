@@ -14,11 +14,11 @@ use std::hash::Hash;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use flowsql_event::Attribution;
 
 use crate::abi::Process;
+use crate::existing::kernel_dev;
 
 /// Bounds of the caches, in entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,14 +146,6 @@ impl CgroupName {
     }
 }
 
-/// The kernel's encoding of a device number (`major << 20 | minor`), from
-/// user space's (`st_dev`).
-fn kernel_dev(dev: u64) -> u32 {
-    let major = libc::major(dev);
-    let minor = libc::minor(dev);
-    (major << 20) | minor
-}
-
 /// The (device, inode) of `/proc/<pid>/exe` and its path.
 fn proc_exe(pid: u32) -> Option<((u32, u64), String)> {
     let link = format!("/proc/{pid}/exe");
@@ -163,81 +155,6 @@ fn proc_exe(pid: u32) -> Option<((u32, u64), String)> {
     Some(((kernel_dev(metadata.dev()), metadata.ino()), path))
 }
 
-/// What `/proc` says of a process: its leader's name, real uid, executable.
-fn proc_process(pid: u32) -> Option<(String, u32, Option<String>)> {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())?;
-    Some((comm.trim_end_matches('\n').to_owned(), uid, proc_exe(pid).map(|(_, path)| path)))
-}
-
-fn proc_parent(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // pid (comm) state ppid ...: the name may hold anything, the ppid
-    // follows the last ')'.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The processes (thread groups) holding each socket, by the socket's
-/// inode, from `/proc/*/fd`.
-fn socket_holders() -> HashMap<u64, Vec<u32>> {
-    let mut holders: HashMap<u64, Vec<u32>> = HashMap::new();
-    let Ok(processes) = std::fs::read_dir("/proc") else { return holders };
-    for process in processes.flatten() {
-        let Some(pid) = process.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else { continue };
-        for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
-            let Some(inode) = target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:["))
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let entry = holders.entry(inode).or_default();
-            if !entry.contains(&pid) {
-                entry.push(pid);
-            }
-        }
-    }
-    holders
-}
-
-/// The process that owns a socket several processes hold: the one that is
-/// an ancestor of all the others (a pre-fork server's parent, which opened
-/// it before forking), if there is one.
-fn common_ancestor(holders: &[u32]) -> Option<u32> {
-    match holders {
-        [] => None,
-        [only] => Some(*only),
-        _ => holders.iter().copied().find(|&candidate| {
-            holders.iter().all(|&other| {
-                let mut pid = other;
-                for _ in 0..64 {
-                    if pid == candidate {
-                        return true;
-                    }
-                    match proc_parent(pid) {
-                        Some(parent) if parent != 0 && parent != pid => pid = parent,
-                        _ => return false,
-                    }
-                }
-                false
-            })
-        }),
-    }
-}
-
-/// How long the `/proc` scan of socket holders is reused (it serves the
-/// sockets adopted when the capture starts, which arrive together).
-const HOLDERS_FOR: Duration = Duration::from_secs(5);
-
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Attributor {
@@ -246,7 +163,6 @@ pub struct Attributor {
     names: Bounded<[u8; 16], Arc<str>>,
     /// Owners of sockets older than the capture, by socket cookie.
     precapture: Bounded<u64, Attribution>,
-    holders: Option<(Instant, HashMap<u64, Vec<u32>>)>,
     stats: AttributionStats,
 }
 
@@ -259,7 +175,6 @@ impl Attributor {
             executables: Bounded::new(limits.executables),
             names: Bounded::new(limits.names),
             precapture: Bounded::new(limits.precapture_owners),
-            holders: None,
             stats: AttributionStats::default(),
         };
         if let Some(root) = cgroup_root {
@@ -402,34 +317,19 @@ impl Attributor {
         attribution
     }
 
-    /// A socket older than the capture, adopted by the iterator: who holds
-    /// it, from `/proc` (one scan serves every socket adopted together).
-    pub fn learn_precapture_socket(&mut self, cookie: u64, inode: u64) {
-        if inode == 0 {
+    /// A socket older than the capture, adopted when it started: the process
+    /// found holding it then (`process`, filled from `/proc` by the loader;
+    /// unknown when none or several unrelated ones held it).
+    pub fn learn_precapture_socket(&mut self, cookie: u64, process: &Process) {
+        if !process.known() {
             return;
         }
-        let fresh = self.holders.as_ref().is_some_and(|(at, _)| at.elapsed() < HOLDERS_FOR);
-        if !fresh {
-            self.holders = Some((Instant::now(), socket_holders()));
-        }
-        let Some(holders) = self.holders.as_ref().and_then(|(_, h)| h.get(&inode)) else { return };
-        let Some(pid) = common_ancestor(holders) else { return };
-        let Some((name, uid, exe)) = proc_process(pid) else { return };
-        let attribution = Attribution {
-            process_id: Some(pid),
-            process_name: name.into(),
-            user_id: Some(uid),
-            executable: exe.unwrap_or_default().into(),
-            ..Attribution::default()
-        };
+        let mut attribution = self.attribute(process, 0, 0);
+        // Only the process: the cgroup is the socket's, taken at each row.
+        self.stats.cgroup_unknown = self.stats.cgroup_unknown.saturating_sub(1);
+        attribution.cgroup_path = Arc::default();
+        attribution.container_id = Arc::default();
         self.precapture.insert(cookie, attribution);
-    }
-
-    /// Drops the `/proc` scan once the adoption is over.
-    pub fn housekeeping(&mut self) {
-        if self.holders.as_ref().is_some_and(|(at, _)| at.elapsed() >= HOLDERS_FOR) {
-            self.holders = None;
-        }
     }
 
     pub fn stats(&self) -> AttributionStats {
@@ -528,13 +428,16 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_found_holding_its_socket() {
-        use std::os::fd::AsRawFd;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let inode = std::fs::metadata(format!("/proc/self/fd/{}", listener.as_raw_fd())).expect("fd").ino();
+    fn owners_of_older_sockets_are_named_by_cookie() {
         let mut a = Attributor::empty(AttributionLimits::default());
-        a.learn_precapture_socket(99, inode);
-        let attribution = a.attribute(&Process::default(), 99, 0);
-        assert_eq!(attribution.process_id, Some(std::process::id()));
+        let owner =
+            Process { tgid: 42, uid: 7, exe_ino: 0, exe_dev: 0, reserved: 0, comm: *b"redis-server\0\0\0\0" };
+        a.learn_precapture_socket(99, &owner);
+        a.learn_cgroup(3, "/system.slice/redis.service");
+        let attribution = a.attribute(&Process::default(), 99, 3);
+        assert_eq!((attribution.process_id, attribution.user_id), (Some(42), Some(7)));
+        assert_eq!(&*attribution.process_name, "redis-server");
+        assert_eq!(&*attribution.cgroup_path, "/system.slice/redis.service");
+        assert_eq!(a.stats().cgroup_unknown, 0);
     }
 }

@@ -15,6 +15,7 @@ pub mod attribution;
 pub mod cgroup;
 pub mod clock;
 pub mod dns;
+mod existing;
 pub mod iter;
 pub mod loader;
 

@@ -382,7 +382,7 @@ impl OpenSockets {
 }
 
 /// Splits an iterator's output into its records (each starts with its header).
-fn split_records(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn split_records(mut bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut records = Vec::new();
     let header = std::mem::size_of::<abi::EventHeader>();
     while bytes.len() >= header {
@@ -525,7 +525,7 @@ impl Capture {
             tracing::debug!(%unavailable, "optional program unavailable");
         }
         if let Some(link) = &capture.iter_tcp {
-            reader.pending.extend(adopt_existing(link));
+            reader.pending.extend(crate::existing::adopt(link));
         }
         Ok((capture, reader))
     }
@@ -866,88 +866,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The network namespaces of the host, each once: this process's, those of
-/// every process, and the named ones (`ip netns`).
-fn network_namespaces() -> Vec<PathBuf> {
-    let mut seen = std::collections::HashSet::new();
-    let mut found = Vec::new();
-    let mut consider = |path: PathBuf| {
-        if let Ok(metadata) = std::fs::metadata(&path)
-            && seen.insert((metadata.dev(), metadata.ino()))
-        {
-            found.push(path);
-        }
-    };
-    consider(PathBuf::from("/proc/thread-self/ns/net"));
-    for dir in ["/proc", "/run/netns"] {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if dir == "/proc" {
-                if name.to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
-                    consider(entry.path().join("ns/net"));
-                }
-            } else {
-                consider(entry.path());
-            }
-        }
-    }
-    found
-}
-
-/// Runs `iter/tcp` in every network namespace (it walks the namespace of the
-/// thread that reads it): the watched cgroup's sockets older than the
-/// capture get storage, and are returned as records. On a thread of its own,
-/// which enters each namespace in turn and then ends.
-fn adopt_existing(link: &IterLink) -> Vec<Vec<u8>> {
-    let namespaces = network_namespaces();
-    let started = std::time::Instant::now();
-    let walked = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let mut records = Vec::new();
-                let mut entered = 0usize;
-                for (i, path) in namespaces.iter().enumerate() {
-                    if i > 0 {
-                        let file = match File::open(path) {
-                            Ok(file) => file,
-                            Err(error) => {
-                                tracing::debug!(path = %path.display(), %error, "network namespace gone");
-                                continue;
-                            }
-                        };
-                        // SAFETY: file is an open namespace descriptor for the
-                        // whole call; setns changes only this thread's
-                        // network namespace, and this thread ends after the walk.
-                        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                            tracing::debug!(path = %path.display(), error = %io::Error::last_os_error(), "cannot enter network namespace");
-                            continue;
-                        }
-                    }
-                    match link.read() {
-                        Ok(bytes) => {
-                            entered += 1;
-                            records.extend(split_records(&bytes));
-                        }
-                        Err(error) => tracing::warn!(path = %path.display(), %error, "cannot list the sockets of a network namespace"),
-                    }
-                }
-                (records, entered)
-            })
-            .join()
-    });
-    match walked {
-        Ok((records, namespaces)) => {
-            tracing::info!(sockets = records.len(), namespaces, took = ?started.elapsed(), "sockets older than the capture adopted");
-            records
-        }
-        Err(_) => {
-            tracing::error!("the thread adopting existing sockets panicked");
-            Vec::new()
-        }
-    }
 }
 
 /// The program of `hook` in `ebpf`, to load or attach.

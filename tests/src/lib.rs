@@ -162,6 +162,30 @@ impl Netns {
         );
     }
 
+    /// Sets a sysctl of this namespace (`net.ipv4.*` are per namespace).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        run("ip", &["netns", "exec", &self.name, "sysctl", "-q", "-w", &format!("{key}={value}")]);
+    }
+
+    /// A counter of `/proc/net/netstat` or `/proc/net/snmp` in this
+    /// namespace, e.g. `TcpExt` `TCPFastOpenPassive`.
+    pub fn netstat(&self, group: &str, name: &str) -> u64 {
+        for file in ["/proc/net/netstat", "/proc/net/snmp"] {
+            let text = run("ip", &["netns", "exec", &self.name, "cat", file]);
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("{group}:"))).collect();
+            for pair in lines.chunks(2) {
+                if let [names, values] = pair {
+                    let names = names.split_whitespace().skip(1);
+                    let values = values.split_whitespace().skip(1);
+                    if let Some((_, value)) = names.zip(values).find(|(n, _)| *n == name) {
+                        return value.parse().unwrap_or_else(|_| panic!("{group} {name} = {value}"));
+                    }
+                }
+            }
+        }
+        panic!("no counter {group} {name} in this namespace")
+    }
+
     /// `nft list ...` in this namespace.
     pub fn nft_list(&self, what: &[&str]) -> String {
         let mut args = vec!["netns", "exec", self.name.as_str(), "nft", "list"];
