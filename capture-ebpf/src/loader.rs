@@ -527,6 +527,12 @@ impl Capture {
         if let Some(link) = &capture.iter_tcp {
             reader.pending.extend(crate::existing::adopt(link));
         }
+        tracing::info!(
+            programs = capture.loaded.len(),
+            unavailable = capture.unavailable.len(),
+            adopted = reader.pending.len(),
+            "capture attached"
+        );
         Ok((capture, reader))
     }
 

@@ -226,14 +226,14 @@ impl Session {
             .collect();
         tables.extend([
             TableInfo {
-                name: "domains",
-                schema: view_types::with_view_types(&flowsql_store::domains_schema()),
-                description: "DNS names of addresses, one row per address, name and validity period",
-            },
-            TableInfo {
                 name: "open_flows",
                 schema: view_types::with_view_types(&flowsql_store::flow_ends_schema()),
                 description: "connections begun and not ended, with their counters now (with --capture)",
+            },
+            TableInfo {
+                name: "domains",
+                schema: view_types::with_view_types(&flowsql_store::domains_schema()),
+                description: "DNS names of addresses, one row per address, name and validity period",
             },
             TableInfo {
                 name: "capture_stats",

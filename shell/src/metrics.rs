@@ -157,8 +157,12 @@ const FAMILIES: &[Family] = &[
         "The most bytes found pending when the reader began a drain.",
     ),
     family("flowsql_ring_buffer_size_bytes", "gauge", "Size of the ring buffer."),
-    family("flowsql_store_rows_received_total", "counter", "Flows handed to the store writer."),
-    family("flowsql_store_rows_stored_total", "counter", "Flows committed to SQLite."),
+    family(
+        "flowsql_store_rows_received_total",
+        "counter",
+        "Rows (flows and flow_ends) handed to the store writer.",
+    ),
+    family("flowsql_store_rows_stored_total", "counter", "Rows (flows and flow_ends) committed to SQLite."),
     family(
         "flowsql_store_failures_total",
         "counter",
@@ -175,7 +179,7 @@ const FAMILIES: &[Family] = &[
         "histogram",
         "Time from the start of a write transaction to its commit.",
     ),
-    family("flowsql_store_backlog", "gauge", "Flows and writes waiting for the store writer."),
+    family("flowsql_store_backlog", "gauge", "Rows and writes waiting for the store writer."),
     family("flowsql_store_rows", "gauge", "Flows in the store, by tier (hot: SQLite, cold: Parquet)."),
     family(
         "flowsql_store_bytes",

@@ -38,7 +38,7 @@ fn capture_stores_the_names_of_a_resolved_destination() {
         .expect("flowsql starts");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
-    while !line.contains("capture attaching") {
+    while !line.contains("capture attached") {
         line.clear();
         assert!(stderr.read_line(&mut line).expect("stderr") > 0, "flowsql exited before attaching");
     }

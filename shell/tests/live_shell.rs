@@ -32,7 +32,7 @@ fn a_connection_made_now_is_queryable_at_once_beside_parquet_rows() {
         .env("TERM", "xterm")
         .env_remove("RUST_LOG");
     let mut shell = spawn_command(command, Some(15_000)).expect("start flowsql shell --capture");
-    shell.exp_string("capturing TCP connection begins of").expect("the capture banner");
+    shell.exp_string("capturing TCP connections of").expect("the capture banner");
     shell.exp_string(PROMPT).expect("the first prompt");
 
     // A connection from a process in the cgroup.

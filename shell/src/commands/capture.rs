@@ -341,7 +341,8 @@ impl FlowSink {
     /// The counters as the store records them in `capture_stats`.
     fn counters(&self, kernel: KernelCounters, ring: RingBufFill) -> CaptureCounters {
         CaptureCounters {
-            events: kernel.flow_events,
+            // Records that become rows: begins and ends.
+            events: kernel.flow_events + kernel.end_events,
             lost: kernel.lost(),
             counters: metrics::capture_stats_counters(&self.snapshot(kernel, ring)),
         }
