@@ -216,3 +216,98 @@ async fn live_rows_are_seen_at_once_and_exactly_once_while_the_writer_commits() 
     eprintln!("{queries} queries while the writer committed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Ends travel like flows: live at once, committed in the same
+/// transactions, each seen once, joined to their begins by flowId.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_ends_are_seen_at_once_and_exactly_once_beside_their_begins() {
+    use flowsql_event::{EndReason, FlowEnd};
+    use flowsql_store::{LiveRows, StoreWriter, WriterConfig};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!("flowsql-query-live-ends-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Store::open(&dir).expect("store");
+    let live = LiveRows::new();
+    let config = WriterConfig {
+        batch_rows: 61,
+        batch_age: Duration::from_secs(3600),
+        live: Some(Arc::clone(&live)),
+        ..WriterConfig::default()
+    };
+    let writer = StoreWriter::spawn(&dir, config).expect("writer");
+    let options = SessionOptions {
+        live: Some(live.clone() as Arc<dyn flowsql_query::LiveFlows>),
+        ..SessionOptions::new(&dir)
+    };
+    let session = Session::open(options).expect("session");
+    let end_of = |i: u64| {
+        let begin = synthetic::indexed_flow(4, i);
+        FlowEnd {
+            timestamp_ns: begin.timestamp_ns + 1_000,
+            direction: begin.direction,
+            src_ip: begin.src_ip,
+            dst_ip: begin.dst_ip,
+            src_port: begin.src_port,
+            dst_port: begin.dst_port,
+            src_domains: begin.src_domains.clone(),
+            dst_domains: begin.dst_domains.clone(),
+            duration_ns: Some(1_000),
+            src_bytes: i,
+            dst_bytes: 2 * i,
+            src_packets: 1,
+            dst_packets: 1,
+            retransmits: 0,
+            rtt_micros: 10,
+            reason: EndReason::Fin,
+            closed_by: None,
+            begun_before_capture: false,
+            host_name: begin.host_name.clone(),
+            cgroup_id: begin.cgroup_id,
+            flow_id: begin.flow_id,
+            attribution: begin.attribution.clone(),
+            accepting_process_id: None,
+            accepting_process_name: "".into(),
+        }
+    };
+    let total = 5_000u64;
+    let sender = std::thread::spawn(move || {
+        for i in 0..total {
+            writer.send_blocking(synthetic::indexed_flow(4, i));
+            assert!(writer.send_end(end_of(i)), "queued");
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        }
+        writer.finish()
+    });
+    // One scan: one snapshot of the store and the live rows.
+    let sql = "SELECT count(*), count(DISTINCT flowId), 0 FROM flow_ends";
+    let joined =
+        "SELECT count(*), count(DISTINCT flowId), 0 FROM flows JOIN flow_ends USING (hostName, flowId)";
+    let counts = |batches: Vec<datafusion::arrow::record_batch::RecordBatch>| -> [i64; 3] {
+        let column = |c: usize| {
+            batches[0]
+                .column(c)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .expect("i64")
+                .value(0)
+        };
+        [column(0), column(1), column(2)]
+    };
+    let mut last = 0;
+    while !sender.is_finished() {
+        let [n, distinct, _] = counts(session.sql(sql).await.expect("count"));
+        assert_eq!(n, distinct, "an end seen twice");
+        assert!(n >= last, "ends went missing: {n} after {last}");
+        last = n;
+    }
+    let counters = sender.join().expect("sender");
+    assert_eq!(counters.rows_stored, 2 * total, "flows and ends");
+    assert_eq!(counts(session.sql(sql).await.expect("count")), [total as i64, total as i64, 0]);
+    assert_eq!(counts(session.sql(joined).await.expect("join")), [total as i64, total as i64, 0]);
+    assert!(live.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
