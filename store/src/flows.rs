@@ -371,6 +371,9 @@ pub trait RowColumns {
     fn push(&mut self, row: &Self::Row);
     /// Rows appended since the last [`finish`](Self::finish).
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// The rows appended so far as one batch; the builders start over.
     fn finish(&mut self) -> RecordBatch;
 }
@@ -442,7 +445,7 @@ impl<C: RowColumns> Batcher<C> {
 
     /// Whatever is buffered, as a batch, if anything.
     pub fn flush(&mut self) -> Option<RecordBatch> {
-        (self.columns.len() > 0).then(|| self.take())
+        (!self.columns.is_empty()).then(|| self.take())
     }
 
     /// Rows buffered now.
@@ -451,7 +454,7 @@ impl<C: RowColumns> Batcher<C> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.columns.len() == 0
+        self.columns.is_empty()
     }
 
     fn take(&mut self) -> RecordBatch {
