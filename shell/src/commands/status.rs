@@ -115,7 +115,7 @@ fn to_text(s: &StoreStatus) -> String {
                     grouped(total.rows_not_stored)
                 ),
             );
-            line("  loss", plural(total.loss(), "flow", "flows"));
+            line("  loss", plural(total.loss(), "row", "rows"));
         }
     }
     out

@@ -76,7 +76,7 @@ enum Command {
         hold_ms: u64,
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
-        /// What connect must do: ok, refused or timeout.
+        /// What connect must do: ok, refused, timeout or unreachable.
         #[arg(long, default_value = "ok")]
         expect: String,
         /// Send this many bytes after connecting (a small request).
@@ -458,6 +458,7 @@ fn connect(args: &ConnectArgs) -> Result<(), String> {
             }
             (Err(e), "refused") if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
             (Err(e), "timeout") if e.kind() == std::io::ErrorKind::TimedOut => {}
+            (Err(e), "unreachable") if e.raw_os_error() == Some(libc::EHOSTUNREACH) => {}
             (result, expected) => {
                 return Err(format!("connect to {}: expected {expected}, got {result:?}", args.to));
             }
