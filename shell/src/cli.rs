@@ -52,9 +52,6 @@ pub enum Command {
     Query(QueryArgs),
     /// Print the configuration in effect (TOML), with where each value comes from.
     Config(ConfigArgs),
-    /// Test harness only: write generated flows through the store writer and the scheduled export.
-    #[command(hide = true)]
-    StoreStress(StoreStressArgs),
 }
 
 /// Where the flows are stored.
@@ -207,36 +204,6 @@ pub struct StatusArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Writes flows `synthetic::indexed_flow(run, i)` for i = start.. through the
-/// store writer and the scheduled export, printing `committed N` after each
-/// commit, `renamed PATH` and `exported PATH` for export files.
-#[derive(Debug, Args)]
-pub struct StoreStressArgs {
-    #[command(flatten)]
-    pub store: DataDirArgs,
-    #[arg(long)]
-    pub run: u32,
-    /// Flows to write; default: until killed.
-    #[arg(long)]
-    pub count: Option<u64>,
-    /// Flows per millisecond.
-    #[arg(long, default_value_t = 20)]
-    pub rate: u64,
-    #[arg(long, default_value_t = 500)]
-    pub batch_rows: usize,
-    #[arg(long, default_value_t = 200)]
-    pub export_every_ms: u64,
-    /// Sleep this long between renaming an export file and committing it.
-    #[arg(long)]
-    pub pause_after_rename_ms: Option<u64>,
-    /// Rows per export file at most. Small, so that exports commit often and
-    /// an export renames its first file soon after it starts however many
-    /// rows are hot (the writer keeps committing while an export runs, so
-    /// runs killed before their exports commit leave more and more).
-    #[arg(long, default_value_t = 20_000)]
-    pub max_file_rows: u64,
 }
 
 /// A byte count: `4194304`, `4MiB`, `512KiB`.

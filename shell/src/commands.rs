@@ -8,7 +8,6 @@ mod export;
 mod query;
 mod shell;
 mod status;
-mod store_stress;
 
 use std::process::ExitCode;
 
@@ -24,7 +23,6 @@ pub fn run(cli: Cli, config: Config, logging: Logging) -> anyhow::Result<ExitCod
         Command::Export(args) => export::run(args, &config),
         Command::Status(args) => status::run(args, &config),
         Command::Config(_) => config::run(&config),
-        Command::StoreStress(args) => store_stress::run(args),
     }
 }
 
@@ -52,6 +50,5 @@ pub fn capture_flags(command: &Command) -> (Option<std::path::PathBuf>, Option<C
         Command::Query(args) => (args.store.data_dir.clone(), None),
         Command::Export(args) => (args.store.data_dir.clone(), None),
         Command::Status(args) => (args.store.data_dir.clone(), None),
-        Command::StoreStress(args) => (args.store.data_dir.clone(), None),
     }
 }

@@ -812,8 +812,8 @@ fn a_group_member_can_query_the_store_but_not_modify_it_and_others_cannot_read_i
     // Flows in both tiers: 1000 exported to Parquet, then 500 hot ones.
     for (run, count) in [("1", "1000"), ("2", "500")] {
         let out = succeeds(
-            flowsql()
-                .args(["store-stress", "--run", run, "--count", count, "--export-every-ms", "3600000"])
+            Command::new(flowsql_tests::workspace_binary(FLOWSQL, "store_stress"))
+                .args(["--run", run, "--count", count, "--export-every-ms", "3600000"])
                 .arg("--data-dir")
                 .arg(&data),
         );
