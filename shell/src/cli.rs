@@ -47,8 +47,10 @@ pub enum Command {
     /// Show what the data directory holds: rows per tier, files, bytes, capture counters, last export.
     Status(StatusArgs),
     /// Interactive SQL shell over the flows (statements end with ';', .help for help).
+    #[cfg(feature = "sql")]
     Shell(ShellArgs),
     /// Run SQL and print the results, for scripts: exit status 0 only if every statement worked.
+    #[cfg(feature = "sql")]
     Query(QueryArgs),
     /// Print the configuration in effect (TOML), with where each value comes from.
     Config(ConfigArgs),
@@ -160,6 +162,7 @@ pub struct ExportArgs {
     pub until: Option<String>,
 }
 
+#[cfg(feature = "sql")]
 #[derive(Debug, Args)]
 pub struct ShellArgs {
     #[command(flatten)]
@@ -177,6 +180,7 @@ pub struct ShellArgs {
     pub cgroup: Option<PathBuf>,
 }
 
+#[cfg(feature = "sql")]
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("input").required(true).args(["sql", "file"]))]
 pub struct QueryArgs {

@@ -5,7 +5,9 @@ mod capture;
 mod config;
 mod data_dir;
 mod export;
+#[cfg(feature = "sql")]
 mod query;
+#[cfg(feature = "sql")]
 mod shell;
 mod status;
 
@@ -18,7 +20,9 @@ use crate::logging::Logging;
 pub fn run(cli: Cli, config: Config, logging: Logging) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Capture(args) => capture::run(args, cli.global, config, logging),
+        #[cfg(feature = "sql")]
         Command::Shell(args) => shell::run(args, &config),
+        #[cfg(feature = "sql")]
         Command::Query(args) => query::run(args, &config),
         Command::Export(args) => export::run(args, &config),
         Command::Status(args) => status::run(args, &config),
@@ -39,6 +43,7 @@ pub fn capture_flags(command: &Command) -> (Option<std::path::PathBuf>, Option<C
         Command::Capture(args) => (None, Some(args.settings.clone())),
         Command::Config(args) => (None, Some(args.settings.clone())),
         // The shell's --capture uses the capture settings; --cgroup is its own.
+        #[cfg(feature = "sql")]
         Command::Shell(args) => (
             None,
             Some(CaptureSettingsArgs {
@@ -47,6 +52,7 @@ pub fn capture_flags(command: &Command) -> (Option<std::path::PathBuf>, Option<C
                 ..CaptureSettingsArgs::default()
             }),
         ),
+        #[cfg(feature = "sql")]
         Command::Query(args) => (args.store.data_dir.clone(), None),
         Command::Export(args) => (args.store.data_dir.clone(), None),
         Command::Status(args) => (args.store.data_dir.clone(), None),

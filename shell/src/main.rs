@@ -7,10 +7,14 @@ mod commands;
 mod config;
 mod logging;
 mod metrics;
+#[cfg(feature = "sql")]
 mod output;
 mod privileges;
+#[cfg(feature = "sql")]
 mod repl;
+#[cfg(feature = "sql")]
 mod runner;
+#[cfg(feature = "sql")]
 mod sql_text;
 mod systemd;
 
@@ -59,16 +63,26 @@ fn error_chain(error: &anyhow::Error) -> String {
 /// The interactive shell owns its terminal: its logs go to a file.
 fn setup(cli: &cli::Cli) -> anyhow::Result<(config::Config, logging::Logging)> {
     let config = commands::load_config(cli)?;
-    let shell = matches!(cli.command, cli::Command::Shell(_));
-    let destination = match (&config.log_file.value, shell) {
-        (Some(path), false) => logging::Destination::File(path.clone()),
-        (Some(path), true) => logging::Destination::LazyFile(path.clone()),
-        (None, true) => repl::log_path().map_or(logging::Destination::Stderr, logging::Destination::LazyFile),
-        (None, false) => logging::Destination::Stderr,
+    let destination = match (&config.log_file.value, interactive_log(&cli.command)) {
+        (Some(path), None) => logging::Destination::File(path.clone()),
+        (Some(path), Some(_)) => logging::Destination::LazyFile(path.clone()),
+        (None, Some(default)) => default.map_or(logging::Destination::Stderr, logging::Destination::LazyFile),
+        (None, None) => logging::Destination::Stderr,
     };
     let logging = logging::init(&config.log_level.value, destination)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
     Ok((config, logging))
+}
+
+/// For the interactive shell, which owns its terminal: `Some` with its
+/// default log file (if it has one). `None` for every other command.
+#[expect(clippy::option_option, reason = "is the shell running, and if so, its default log file")]
+fn interactive_log(command: &cli::Command) -> Option<Option<std::path::PathBuf>> {
+    match command {
+        #[cfg(feature = "sql")]
+        cli::Command::Shell(_) => Some(repl::log_path()),
+        _ => None,
+    }
 }
