@@ -1,4 +1,5 @@
-//! The time arguments of store commands, and numbers for people.
+//! Times, byte counts and counts as people write and read them: the time
+//! arguments of `flowsql export`, the numbers of `status` and `export`.
 
 use anyhow::Context as _;
 
