@@ -1,3 +1,6 @@
+//! The settings table at work: every key through every layer, every refusal
+//! naming its place, and the README table kept equal to the keys.
+
 use std::time::Duration;
 
 use flowsql_store::test_util::TempDir;
