@@ -45,11 +45,9 @@ mod tests {
         std::future::pending()
     }
 
-    fn after<T>(wait: Duration, value: T) -> impl Future<Output = T> {
-        async move {
-            tokio::time::sleep(wait).await;
-            value
-        }
+    async fn after<T>(wait: Duration, value: T) -> T {
+        tokio::time::sleep(wait).await;
+        value
     }
 
     #[tokio::test]
