@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 /*
  * flowsql's cgroup_skb programs: report the beginning of every TCP connection
- * of the sockets in a cgroup (see DESIGN.md section 1).
+ * of the sockets in a cgroup (see docs/architecture.md, "The event contract").
  *
  * EVERY PATH RETURNS 1 ("allow"). These programs observe; they never drop or
  * alter a packet, whatever they find in it.

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The contract between the kernel programs (flowsql.bpf.c) and the loader
- * (src/event.rs): every record the kernel puts in the ring buffer, the map
+ * (src/abi.rs): every record the kernel puts in the ring buffer, the map
  * names, and the counter slots. The Rust mirror of each struct is checked
- * against this object's debug info by a test (tests in src/event.rs), so the
+ * against this object's debug info by a test (tests in src/abi.rs), so the
  * two cannot drift apart unnoticed.
  *
  * Rules: a record starts with struct flowsql_event_header; kinds and counter

@@ -1,5 +1,5 @@
 //! The NetFlowTCPBegin record: one row per TCP connection begin, per monitored
-//! endpoint (DESIGN.md section 1).
+//! endpoint (docs/architecture.md, "The event contract").
 //!
 //! [`FlowBegin`] is what the capture produces and what the store writes; the
 //! column names in [`columns`] are the one spelling used everywhere: JSON, SQL,

@@ -1,40 +1,36 @@
-//! `flowsql shell`: the interactive SQL shell over a data directory.
+//! `flowsql shell`: the interactive SQL shell over a data directory; with
+//! `--capture`, a capture runs beside it ([`BackgroundCapture`]) and its
+//! uncommitted rows are part of `flows`.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use flowsql_capture::CaptureConfig;
 use flowsql_query::{LiveFlows, Session, SessionOptions};
+use flowsql_service::{BackgroundCapture, CaptureOptions, Config};
 use flowsql_store::LiveRows;
 
-use super::capture::{BackgroundCapture, CaptureRun, StoreSettings, export_schedule};
 use crate::cli::ShellArgs;
-use crate::config::Config;
 use crate::repl::{self, ReplOptions};
 
-pub fn run(args: ShellArgs, config: &Config) -> anyhow::Result<ExitCode> {
+pub fn run(args: ShellArgs, config: Config) -> anyhow::Result<ExitCode> {
     let dir = config.data_dir()?;
+    let watched = config
+        .cgroup
+        .value
+        .as_deref()
+        .map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string());
     // With --capture: attach first (and say why not, before any prompt),
     // then query the store and the capture's uncommitted rows together.
     let live = args.capture.then(LiveRows::new);
     let capture = match &live {
-        Some(live) => {
-            let run = CaptureRun {
-                config: CaptureConfig {
-                    cgroup: config.cgroup.value.clone(),
-                    ring_buffer_bytes: config.ring_buffer_bytes.value,
-                },
-                name_cache: config.name_cache(),
-                duration: None,
-                out: None,
-                store: Some(StoreSettings { dir: dir.clone(), schedule: export_schedule(config) }),
-                live: Some(Arc::clone(live)),
-                service: None,
-            };
-            Some(BackgroundCapture::start(run)?)
-        }
+        Some(live) => Some(BackgroundCapture::start(CaptureOptions {
+            config,
+            store: true,
+            json: None,
+            duration: None,
+            live: Some(Arc::clone(live)),
+        })?),
         None => None,
     };
     let options = SessionOptions { live: live.map(|l| l as Arc<dyn LiveFlows>), ..SessionOptions::new(&dir) };
@@ -44,11 +40,6 @@ pub fn run(args: ShellArgs, config: &Config) -> anyhow::Result<ExitCode> {
         .build()
         .context("failed to start the async runtime")?;
     if capture.is_some() {
-        let watched = config
-            .cgroup
-            .value
-            .as_deref()
-            .map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string());
         println!(
             "capturing TCP connection begins of {watched} into {}: flows appear in `flows` at once",
             dir.display()
@@ -60,9 +51,4 @@ pub fn run(args: ShellArgs, config: &Config) -> anyhow::Result<ExitCode> {
     }
     result?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Opens `dir` for queries. Cheap: no flow is read until a query runs.
-pub fn open_session(dir: &Path) -> anyhow::Result<Session> {
-    Ok(Session::open(SessionOptions::new(dir))?)
 }
