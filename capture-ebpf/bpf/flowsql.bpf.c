@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 /*
  * flowsql's kernel programs: report the beginning of every TCP connection of
- * the sockets in a cgroup, who made it, and how it ended
- * (docs in README.md, "How it works").
+ * the sockets in a cgroup, who made it, and how it ended (see
+ * docs/architecture.md, "The event contract", and README.md, "How it works").
  *
  * EVERY PATH OF THE cgroup_skb AND cgroup/sock_release PROGRAMS RETURNS 1
  * ("allow"). These programs observe; they never drop or alter a packet or

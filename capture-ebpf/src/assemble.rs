@@ -309,6 +309,20 @@ impl FlowAssembler {
         }
     }
 
+    /// Teaches the name cache what earlier captures learned (the store's
+    /// unexpired `domains` rows, oldest first), as of `now_ns`: names
+    /// resolved before a restart keep naming flows until their own expiry.
+    /// Returns how many were still valid. They are not counted as DNS
+    /// observations: no answer taught them to this capture.
+    pub fn remember(&mut self, known: &[DomainObservation], now_ns: i64) -> usize {
+        let mut remembered = 0;
+        for observation in known.iter().filter(|o| o.expires_ns > now_ns) {
+            self.names.insert(observation.ip, observation.name.clone(), now_ns, observation.expires_ns);
+            remembered += 1;
+        }
+        remembered
+    }
+
     pub fn dns_stats(&self) -> DnsStats {
         DnsStats { cache: self.names.stats(), tcp: self.tcp.stats(), ..self.stats }
     }
@@ -563,6 +577,16 @@ mod tests {
         }
     }
 
+    fn known(ip: &str, name: &str, expires_ns: i64) -> DomainObservation {
+        DomainObservation {
+            ip: ip.parse().expect("ip"),
+            name: name.into(),
+            question: name.into(),
+            seen_ns: 100,
+            expires_ns,
+        }
+    }
+
     #[test]
     fn payload_bytes_are_exact_on_both_sides() {
         for role in [ROLE_ACTIVE, ROLE_PASSIVE] {
@@ -624,5 +648,22 @@ mod tests {
         let facts = end_facts(&old, EndReason::Fin).expect("facts");
         assert!(facts.begun_before_capture);
         assert_eq!(facts.duration_ns, None);
+    }
+
+    #[test]
+    fn remembered_names_name_their_address_until_they_expire() {
+        let mut assembler = FlowAssembler::new("host");
+        let learned = [
+            known("192.0.2.1", "www.a.test", 2_000),
+            known("192.0.2.1", "edge.a.test", 2_000),
+            known("192.0.2.2", "gone.test", 500),
+        ];
+        assert_eq!(assembler.remember(&learned, 1_000), 2);
+        let ip = |text: &str| text.parse().expect("ip");
+        let names = assembler.names.lookup(ip("192.0.2.1"), 1_500);
+        assert_eq!(names.iter().map(|n| &**n).collect::<Vec<_>>(), ["www.a.test", "edge.a.test"]);
+        assert!(assembler.names.lookup(ip("192.0.2.2"), 1_500).is_empty(), "expired before the start");
+        assert!(assembler.names.lookup(ip("192.0.2.1"), 2_000).is_empty(), "expired since");
+        assert_eq!(assembler.dns_stats().observations, 0, "no answer taught them to this capture");
     }
 }

@@ -1,7 +1,7 @@
 //! The records of a connection: [`FlowBegin`] (NetFlowTCPBegin, one row per
 //! TCP connection begin per monitored endpoint, the `flows` table) and
 //! [`FlowEnd`] (how it ended, the `flow_ends` table), with [`Attribution`]
-//! (who made it) on both.
+//! (who made it) on both (docs/architecture.md, "The event contract").
 //!
 //! These are what the capture produces and what the store writes; the column
 //! names in [`columns`] are the one spelling used everywhere: JSON, SQL and

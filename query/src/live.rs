@@ -3,10 +3,11 @@
 //!
 //! `flowsql shell --capture` records in-process; its queries must see flows
 //! at once, and each flow exactly once even while the writer commits. The
-//! writer implements [`LiveFlows`]: while it takes a snapshot it holds off
-//! committing, and the query opens its SQLite read transaction inside that
-//! window. So a row is either still live (and not yet in SQLite's snapshot)
-//! or committed (and in it), never both, never neither.
+//! store writer's uncommitted rows, [`flowsql_store::LiveRows`], implement
+//! [`LiveFlows`]: while a snapshot is taken the writer cannot commit, and
+//! the query opens its SQLite read transaction inside that window. So a row
+//! is either still live (and not yet in SQLite's snapshot) or committed (and
+//! in it), never both, never neither.
 
 use datafusion::arrow::record_batch::RecordBatch;
 use flowsql_store::{StoreError, TimeRange};

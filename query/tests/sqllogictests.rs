@@ -23,6 +23,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use flowsql_event::{Direction, DomainList, DomainObservation, EndReason, FlowBegin, FlowEnd};
 use flowsql_query::{QueryError, Session, SessionOptions};
 use flowsql_store::batch_from_flows;
+use flowsql_store::test_util::TempDir;
 use flowsql_store::{ExportOptions, Store};
 use futures::TryStreamExt;
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -244,8 +245,8 @@ impl sqllogictest::AsyncDB for FlowSqlDb {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_behaviour() {
-    let dir = std::env::temp_dir().join(format!("flowsql-slt-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new("slt");
+    let dir = temp.path().join("data");
     build_fixture(&dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt"))
         .expect("slt directory")
@@ -268,6 +269,5 @@ async fn sql_behaviour() {
             failures.push(format!("{}: {}", file.display(), error.display(true)));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -656,7 +656,7 @@ fn metrics_scraped_during_a_capture_match_the_store_and_capture_stats() {
     assert_eq!(notified(), "READY=1");
     capture.wait_for_line("SIGHUP: shutdown timeout 12s", Duration::from_secs(10));
     let restart = capture.wait_for_line("take effect only after a restart", Duration::from_secs(1));
-    assert!(restart.ends_with("settings=capture.name_cache"), "{restart}");
+    assert!(restart.ends_with("settings=capture.name_cache.max_addresses"), "{restart}");
     // Still serving, on the same address.
     sample(&parse_metrics(&scrape(&addr)), "flowsql_events_total{kind=\"flow\"}");
 
@@ -834,8 +834,8 @@ fn a_group_member_can_query_the_store_but_not_modify_it_and_others_cannot_read_i
     // Flows in both tiers: 1000 exported to Parquet, then 500 hot ones.
     for (run, count) in [("1", "1000"), ("2", "500")] {
         let out = succeeds(
-            flowsql()
-                .args(["store-stress", "--run", run, "--count", count, "--export-every-ms", "3600000"])
+            Command::new(flowsql_tests::workspace_binary(FLOWSQL, "store_stress"))
+                .args(["--run", run, "--count", count, "--export-every-ms", "3600000"])
                 .arg("--data-dir")
                 .arg(&data),
         );

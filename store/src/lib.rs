@@ -48,6 +48,7 @@ pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod status;
+#[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
 pub mod table;
 mod upgrade;
@@ -55,8 +56,8 @@ pub mod writer;
 
 mod error;
 mod store;
-#[cfg(test)]
-mod test_util;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_util;
 
 pub use arrow;
 pub use arrow::record_batch::RecordBatch;

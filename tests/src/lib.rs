@@ -19,6 +19,8 @@ use flowsql_capture::{
     Assembled, AttributionStats, Capture, CaptureConfig, DnsStats, FlowAssembler, KernelCounters,
 };
 use flowsql_event::{Direction, DomainObservation, FlowBegin, FlowEnd};
+/// The workspace's one temporary-directory helper (the store's test support).
+pub use flowsql_store::test_util::TempDir;
 
 /// Fails the test unless it runs as root: these tests load BPF programs,
 /// create cgroups and network namespaces.
@@ -717,32 +719,6 @@ pub fn resolve(netpeer_path: &str, place: Place<'_>, name: &str, extra: &[&str])
         .filter_map(|l| l.strip_prefix("answer "))
         .map(|a| a.parse().expect("netpeer prints addresses"))
         .collect()
-}
-
-/// A fresh directory under the system temp dir, removed (with everything in
-/// it) on drop.
-#[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("flowsql-{}", unique_name(tag)));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        TempDir { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 /// A tmpfs of a fixed size mounted on a fresh directory (a small disk that

@@ -1,44 +1,41 @@
-//! `flowsql shell`: the interactive SQL shell over a data directory.
+//! `flowsql shell`: the interactive SQL shell over a data directory; with
+//! `--capture`, a capture runs beside it ([`BackgroundCapture`]) and its
+//! uncommitted rows are part of `flows`.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use flowsql_capture::CaptureConfig;
 use flowsql_query::{LiveFlows, OpenFlows, Session, SessionOptions};
+use flowsql_service::{BackgroundCapture, CaptureOptions, Config};
 use flowsql_store::LiveRows;
 
-use super::capture::{BackgroundCapture, CaptureOpenFlows, CaptureRun, StoreSettings, export_schedule};
 use crate::cli::ShellArgs;
-use crate::config::Config;
 use crate::repl::{self, ReplOptions};
 
-pub fn run(args: ShellArgs, config: &Config) -> anyhow::Result<ExitCode> {
+pub fn run(args: ShellArgs, config: Config) -> anyhow::Result<ExitCode> {
     let dir = config.data_dir()?;
+    let watched = config
+        .cgroup
+        .value
+        .as_deref()
+        .map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string());
     // With --capture: attach first (and say why not, before any prompt),
     // then query the store and the capture's uncommitted rows together.
     let live = args.capture.then(LiveRows::new);
     let mut open_flows: Option<Arc<dyn OpenFlows>> = None;
     let capture = match &live {
         Some(live) => {
-            let (queries, requests) = CaptureOpenFlows::channel();
-            open_flows = Some(Arc::new(queries));
-            let run = CaptureRun {
-                config: CaptureConfig {
-                    cgroup: config.cgroup.value.clone(),
-                    ring_buffer_bytes: config.ring_buffer_bytes.value,
-                    ..CaptureConfig::default()
-                },
-                name_cache: config.name_cache(),
+            let (queries, requests) = flowsql_service::OpenFlows::channel();
+            open_flows = Some(Arc::new(CaptureOpenFlows(queries)));
+            Some(BackgroundCapture::start(CaptureOptions {
+                config,
+                store: true,
+                json: None,
                 duration: None,
-                out: None,
-                store: Some(StoreSettings { dir: dir.clone(), schedule: export_schedule(config) }),
                 live: Some(Arc::clone(live)),
                 open_flows: Some(requests),
-                service: None,
-            };
-            Some(BackgroundCapture::start(run)?)
+            })?)
         }
         None => None,
     };
@@ -56,11 +53,6 @@ pub fn run(args: ShellArgs, config: &Config) -> anyhow::Result<ExitCode> {
         for line in &capture.unavailable {
             println!("{line}");
         }
-        let watched = config
-            .cgroup
-            .value
-            .as_deref()
-            .map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string());
         println!(
             "capturing TCP connections of {watched} into {}: they appear in `flows` and `flow_ends` at once, open ones in `open_flows`",
             dir.display()
@@ -74,7 +66,13 @@ pub fn run(args: ShellArgs, config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens `dir` for queries. Cheap: no flow is read until a query runs.
-pub fn open_session(dir: &Path) -> anyhow::Result<Session> {
-    Ok(Session::open(SessionOptions::new(dir))?)
+/// `open_flows` of the capture running beside the shell.
+#[derive(Debug)]
+struct CaptureOpenFlows(flowsql_service::OpenFlows);
+
+#[async_trait::async_trait]
+impl OpenFlows for CaptureOpenFlows {
+    async fn read(&self) -> Result<Vec<flowsql_store::RecordBatch>, String> {
+        self.0.read().await
+    }
 }

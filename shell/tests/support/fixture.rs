@@ -8,22 +8,19 @@ use std::sync::Arc;
 
 use flowsql_event::{Attribution, Direction, DomainList, FlowBegin};
 use flowsql_store::batch_from_flows;
+use flowsql_store::test_util::TempDir;
 use flowsql_store::{ExportOptions, Store, TimeRange};
 
 /// A temporary data directory, removed on drop.
 pub struct Fixture {
+    /// Holds the data directory; removed with it.
+    _temp: TempDir,
     dir: PathBuf,
 }
 
 impl Fixture {
     pub fn path(&self) -> &Path {
         &self.dir
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -124,13 +121,13 @@ pub fn flows() -> Vec<FlowBegin> {
 /// A new data directory holding [`flows`]: the first three in Parquet, the
 /// last two in SQLite.
 pub fn fixture(name: &str) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("flowsql-shell-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new(&format!("shell-{name}"));
+    let dir = temp.path().join("data");
     let flows = flows();
     let mut store = Store::open(&dir).expect("open the store");
     store.insert_flows(&batch_from_flows(&flows)).expect("insert flows");
     store.export(&ExportOptions::up_to(at(9, 0, 0)), &mut |_| {}).expect("export");
     assert_eq!(store.cold_files(TimeRange::ALL).expect("cold files").len(), 2, "two hourly Parquet files");
     assert_eq!(store.hot_flow_count(TimeRange::ALL).expect("hot count"), 2, "two rows still hot");
-    Fixture { dir }
+    Fixture { _temp: temp, dir }
 }

@@ -7,9 +7,10 @@
 //! in [`CAPTURE_SERIES`] and [`WRITER_SERIES`] (`rowsStored`,
 //! `rowsNotStored` and `storeFailures` are columns of their own); the rows
 //! and bytes per tier and the last export are the store's own state, read
-//! from it at each scrape.
+//! from it at each scrape ([`probe`]).
 
 pub mod http;
+pub mod probe;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,7 +38,7 @@ pub struct CaptureSnapshot {
 }
 
 /// What the store holds, read at a scrape.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreSnapshot {
     pub hot_rows: u64,
     pub hot_bytes: u64,
@@ -48,6 +49,21 @@ pub struct StoreSnapshot {
     pub last_export_success: Option<f64>,
     /// Whether the last export run failed.
     pub last_export_failed: bool,
+}
+
+impl StoreSnapshot {
+    /// The numbers of a store's status.
+    pub fn from_status(status: &flowsql_store::StoreStatus) -> StoreSnapshot {
+        StoreSnapshot {
+            hot_rows: status.hot_rows,
+            hot_bytes: status.database_bytes,
+            cold_rows: status.cold_rows,
+            cold_bytes: status.cold_bytes,
+            cold_files: status.cold_files,
+            last_export_success: status.last_export_success_ns.map(|ns| ns as f64 / 1e9),
+            last_export_failed: status.last_export.as_ref().is_some_and(|e| e.error.is_some()),
+        }
+    }
 }
 
 /// A metric family: name, type and help.
