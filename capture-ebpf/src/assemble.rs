@@ -82,6 +82,9 @@ pub struct FlowAssembler {
 }
 
 /// A random 64-bit number.
+/// The bits a flowId may use (see [`FlowAssembler::flow_id`]).
+const FLOW_ID_MASK: u64 = i64::MAX as u64;
+
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     // SAFETY: getrandom writes at most bytes.len() bytes into the buffer.
@@ -335,9 +338,11 @@ impl FlowAssembler {
         stats
     }
 
-    /// The flowId of the kernel's flow number `seq`.
+    /// The flowId of the kernel's flow number `seq`: 63 random bits, below
+    /// 2^63 so that every engine reading the Parquet files (which hold it
+    /// as a signed 64-bit integer) shows the same number.
     pub fn flow_id(&self, seq: u64) -> u64 {
-        self.flow_id_base.wrapping_add(seq)
+        self.flow_id_base.wrapping_add(seq) & FLOW_ID_MASK
     }
 
     /// UTC time of a kernel timestamp; now and then resyncs the clock and
@@ -349,7 +354,10 @@ impl FlowAssembler {
             let now = self.clock.to_utc_ns(boot_ns);
             self.names.purge_expired(now);
         }
-        self.clock.to_utc_ns(boot_ns)
+        // Whole microseconds: the precision of the Parquet files (a
+        // `TIMESTAMP(MICROS)` every engine reads), so a row shows the same
+        // time before and after its export.
+        self.clock.to_utc_ns(boot_ns).div_euclid(1000) * 1000
     }
 
     /// Interprets one ring buffer item.

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use self::sink::FlowSink;
+use crate::remote::{Remote, Uploader};
 use crate::error::error_chain;
 use crate::metrics::probe::{self, ScrapeRequest};
 use crate::settings::Config;
@@ -132,6 +133,8 @@ pub struct CaptureService {
     reader: EventReader,
     sink: FlowSink,
     export: Option<ScheduledExport>,
+    /// Uploads exported files to `export.remote` (stopped when dropped).
+    _uploader: Option<Uploader>,
     store_dir: Option<PathBuf>,
     metrics: Option<tokio::task::JoinHandle<()>>,
     scrapes: mpsc::Receiver<ScrapeRequest>,
@@ -201,7 +204,8 @@ impl CaptureService {
             ..CaptureConfig::default()
         };
         let (capture, reader) = Capture::attach(&capture_config)?;
-        let mut assembler = FlowAssembler::with_name_cache(assemble::host_name(), config.name_cache());
+        let host_name = crate::remote::host_name(&config);
+        let mut assembler = FlowAssembler::with_name_cache(host_name.as_str(), config.name_cache());
         if let Some(dir) = &store_dir {
             let known = prepare_store(dir)?;
             remember_names(&mut assembler, &known);
@@ -212,12 +216,12 @@ impl CaptureService {
         for line in &unavailable {
             tracing::warn!("{line}");
         }
-        let (writer, export) = match &store_dir {
+        let (writer, export, uploader) = match &store_dir {
             Some(dir) => {
-                let (writer, export) = spawn_store(dir, &config, live)?;
-                (Some(writer), Some(export))
+                let (writer, export, uploader) = spawn_store(dir, &config, live, &host_name)?;
+                (Some(writer), Some(export), uploader)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let (scrape_sender, scrapes) = mpsc::channel::<ScrapeRequest>(16);
         let metrics =
@@ -230,6 +234,7 @@ impl CaptureService {
             reader,
             sink: FlowSink::new(assembler, json, writer),
             export,
+            _uploader: uploader,
             store_dir,
             metrics,
             scrapes,
@@ -411,13 +416,36 @@ fn spawn_store(
     dir: &Path,
     config: &Config,
     live: Option<Arc<LiveRows>>,
-) -> Result<(StoreWriter, ScheduledExport), ServiceError> {
+    host_name: &str,
+) -> Result<(StoreWriter, ScheduledExport, Option<Uploader>), ServiceError> {
     tracing::info!(dir = %dir.display(), "storing flows");
     let writer = StoreWriter::spawn(dir, WriterConfig { live, ..WriterConfig::default() })
         .map_err(|source| ServiceError::StoreWriter { dir: dir.to_owned(), source: Box::new(source) })?;
-    let export = ScheduledExport::spawn(dir, export_schedule(config))
+    let mut schedule = export_schedule(config);
+    let uploader = match &config.remote.value {
+        Some(url) => {
+            let remote = Remote::new(url, config.remote_endpoint.value.as_deref())?;
+            let uploader = Uploader::start(dir, remote, host_name.to_owned())?;
+            let notify = uploader.notifier();
+            schedule.after_export = Some(Arc::new(move || {
+                allocator::release_free_memory();
+                notify();
+            }));
+            Some(uploader)
+        }
+        None => {
+            // Retention no longer waits for uploads.
+            let mut store = flowsql_store::Store::open_without_recovery(dir)
+                .map_err(|source| ServiceError::Store(Box::new(source)))?;
+            if store.upload_status().ok().flatten().is_some() {
+                store.set_upload_remote(None).map_err(|source| ServiceError::Store(Box::new(source)))?;
+            }
+            None
+        }
+    };
+    let export = ScheduledExport::spawn(dir, schedule)
         .map_err(|source| ServiceError::ScheduledExport { dir: dir.to_owned(), source: Box::new(source) })?;
-    Ok((writer, export))
+    Ok((writer, export, uploader))
 }
 
 /// Commits what the writer has and stops the scheduled export (an export in

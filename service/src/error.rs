@@ -29,6 +29,9 @@ pub enum ServiceError {
     },
     #[error(transparent)]
     Metrics(#[from] crate::metrics::http::BindError),
+    /// `export.remote` cannot be used.
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     #[error("failed to handle {signal}")]
     Signal {
         signal: &'static str,

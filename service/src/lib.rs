@@ -27,6 +27,7 @@ pub mod logging;
 pub mod metrics;
 pub mod privileges;
 pub mod reload;
+pub mod remote;
 pub mod settings;
 mod shutdown;
 mod supervision;

@@ -49,6 +49,9 @@ pub struct StoreSnapshot {
     pub last_export_success: Option<f64>,
     /// Whether the last export run failed.
     pub last_export_failed: bool,
+    /// Uploads to object storage, when a remote is set: files and bytes
+    /// not uploaded yet, files uploaded, whether the last attempt failed.
+    pub upload: Option<(u64, u64, u64, bool)>,
 }
 
 impl StoreSnapshot {
@@ -62,6 +65,10 @@ impl StoreSnapshot {
             cold_files: status.cold_files,
             last_export_success: status.last_export_success_ns.map(|ns| ns as f64 / 1e9),
             last_export_failed: status.last_export.as_ref().is_some_and(|e| e.error.is_some()),
+            upload: status.upload.as_ref().map(|u| {
+                let failed = u.last.as_ref().is_some_and(|l| l.error.is_some());
+                (u.backlog_files, u.backlog_bytes, u.uploaded_files, failed)
+            }),
         }
     }
 }
@@ -210,6 +217,10 @@ const FAMILIES: &[Family] = &[
     ),
     family("flowsql_export_last_run_failed", "gauge", "1 if the last export run failed, else 0."),
     family("flowsql_store_readable", "gauge", "1 if the store could be read for this scrape, else 0."),
+    family("flowsql_upload_backlog_files", "gauge", "Parquet files exported but not uploaded to export.remote yet."),
+    family("flowsql_upload_backlog_bytes", "gauge", "Bytes of the files not uploaded to export.remote yet."),
+    family("flowsql_uploaded_files", "gauge", "Parquet files of the cold tier uploaded to export.remote."),
+    family("flowsql_upload_last_attempt_failed", "gauge", "1 if the last upload attempt failed, else 0."),
 ];
 
 /// One number of the capture, its metric and its `capture_stats` key.
@@ -347,6 +358,12 @@ pub fn render(
             add("flowsql_export_last_success_timestamp_seconds", String::new(), format_float(at));
         }
         add("flowsql_export_last_run_failed", String::new(), u8::from(store.last_export_failed).to_string());
+        if let Some((files, bytes, uploaded, failed)) = store.upload {
+            add("flowsql_upload_backlog_files", String::new(), files.to_string());
+            add("flowsql_upload_backlog_bytes", String::new(), bytes.to_string());
+            add("flowsql_uploaded_files", String::new(), uploaded.to_string());
+            add("flowsql_upload_last_attempt_failed", String::new(), u8::from(failed).to_string());
+        }
     }
     let mut out = String::new();
     for family in FAMILIES {

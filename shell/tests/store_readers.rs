@@ -1,9 +1,12 @@
 //! Independent readers: the Parquet that `flowsql export` writes (the cold
-//! tier as it is, and a `--to` copy) is read by pyarrow, pandas, polars and
-//! DuckDB (installed by `.ci/run` from `.ci/requirements.txt`), and their
-//! results are checked value by value: exact column names and types,
-//! `timestamp` in UTC with every nanosecond, lists of strings, and the hive
-//! partition columns `date` and `hour`.
+//! tier as it is, and a `--to` copy) is read by pyarrow, pandas, polars,
+//! DuckDB, ClickHouse (chdb) and Spark 4 (pyspark in local mode, on Debian's
+//! OpenJDK 17), all installed by `.ci/run` (`.ci/requirements.txt`), with
+//! no engine-specific flag, and their results are checked value by value
+//! against what `flowsql query` prints for the same rows: exact column names
+//! and types, `timestamp` in UTC to the microsecond, ports above 32767,
+//! 64-bit ids, empty and 32-name lists, and the hive partition columns
+//! `date` and `hour`. Spark starts once for the whole file.
 
 use std::path::Path;
 use std::process::Command;
@@ -21,6 +24,13 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/parquet_
 fn flows() -> Vec<FlowBegin> {
     let mut flows = synthetic::edge_flows();
     flows.extend((0..200).map(|i| synthetic::indexed_flow(1, i)));
+    // A CDN address with 32 names, the most the name cache keeps.
+    let mut cdn = synthetic::indexed_flow(2, 7);
+    let names: Vec<String> = (0..32).map(|i| format!("edge{i}.cdn.example")).collect();
+    cdn.dst_domains = names.iter().map(|n| n.as_str().into()).collect();
+    cdn.dst_port = 32768;
+    cdn.src_port = 65535;
+    flows.push(cdn);
     flows
 }
 
@@ -30,11 +40,12 @@ fn flowsql(args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("UTF-8")
 }
 
-/// What the readers print for `dataset`.
-fn read_with_python(dataset: &Path) -> Value {
+/// What the readers print for each of `datasets` (one run: Spark starts
+/// once).
+fn read_with_python(datasets: &[&Path]) -> Vec<Value> {
     let output = Command::new("python3")
         .arg(SCRIPT)
-        .arg(dataset)
+        .args(datasets)
         .output()
         .unwrap_or_else(|e| panic!("python3 must be installed (.ci/run installs it): {e}"));
     assert!(
@@ -42,7 +53,47 @@ fn read_with_python(dataset: &Path) -> Value {
         "the readers failed (pip install -r .ci/requirements.txt):\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+    let results: Vec<Value> = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    assert_eq!(results.len(), datasets.len());
+    results
+}
+
+/// Every row of `flows` as `flowsql query --format ndjson` prints it,
+/// normalized as the readers' rows are (time as ns), without the
+/// partition columns.
+fn flowsql_rows(dir: &Path) -> Vec<Value> {
+    let out = flowsql(&[
+        "query",
+        "--data-dir",
+        dir.to_str().expect("UTF-8"),
+        "--format",
+        "ndjson",
+        "SELECT * FROM flows",
+    ]);
+    out.lines()
+        .map(|line| {
+            let mut row: Value = serde_json::from_str(line).expect("JSON row");
+            let text = row["timestamp"].as_str().expect("a time as text").to_owned();
+            let ns = chrono::DateTime::parse_from_rfc3339(&text).expect("RFC 3339").timestamp_nanos_opt();
+            row["timestamp"] = json!(ns.expect("in range"));
+            row
+        })
+        .collect()
+}
+
+/// `rows` without the partition columns.
+fn without_partitions(rows: &Value) -> Vec<Value> {
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let object = r.as_object_mut().expect("object");
+            object.remove("date");
+            object.remove("hour");
+            r
+        })
+        .collect()
 }
 
 /// The rows a reader should see, normalized as the script does; `hour` is
@@ -80,17 +131,20 @@ fn expected_rows(flows: &[FlowBegin], hour_as_text: bool) -> Value {
             })
         })
         .collect();
-    let key = |v: &Value| {
-        (
-            v["timestamp"].as_i64().expect("ts"),
-            v["cgroupId"].as_u64().expect("cgroup"),
-            v["connectionDirection"].as_str().expect("dir").to_owned(),
-            v["srcIP"].as_str().expect("ip").to_owned(),
-            v["srcPort"].as_u64().expect("port"),
-        )
-    };
-    rows.sort_by_key(key);
+    rows.sort_by_key(row_key);
     Value::Array(rows)
+}
+
+/// The order the script sorts rows in.
+fn row_key(v: &Value) -> (i64, String, u64, String, String, u64) {
+    (
+        v["timestamp"].as_i64().expect("ts"),
+        v["hostName"].as_str().expect("host").to_owned(),
+        v["cgroupId"].as_u64().expect("cgroup"),
+        v["connectionDirection"].as_str().expect("dir").to_owned(),
+        v["srcIP"].as_str().expect("ip").to_owned(),
+        v["srcPort"].as_u64().expect("port"),
+    )
 }
 
 fn schema(pairs: &[(&str, &str)]) -> Value {
@@ -119,25 +173,25 @@ const COLUMNS: [&str; 19] = [
     "hour",
 ];
 
-fn check_readers(result: &Value, flows: &[FlowBegin]) {
+fn check_readers(result: &Value, flows: &[FlowBegin], flowsql_printed: &[Value]) {
     // pandas holds an integer column with NULLs as floats (NaN for NULL).
     let nullable_ids =
         if flows.iter().any(|f| f.attribution.process_id.is_none()) { "float64" } else { "uint32" };
-    let types: [(&str, [&str; 19]); 4] = [
+    let types: [(&str, [&str; 19]); 6] = [
         (
             "pyarrow",
             [
-                "timestamp[ns, tz=UTC]",
+                "timestamp[us, tz=UTC]",
                 "string",
                 "string",
                 "string",
                 "uint16",
                 "uint16",
-                "list<item: string>",
-                "list<item: string>",
+                "list<element: string>",
+                "list<element: string>",
                 "string",
-                "uint64",
-                "uint64",
+                "int64",
+                "int64",
                 "uint32",
                 "string",
                 "uint32",
@@ -151,7 +205,7 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
         (
             "pandas",
             [
-                "datetime64[ns, UTC]",
+                "datetime64[us, UTC]",
                 "str",
                 "str",
                 "str",
@@ -160,8 +214,8 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
                 "object",
                 "object",
                 "str",
-                "uint64",
-                "uint64",
+                "int64",
+                "int64",
                 nullable_ids,
                 "str",
                 nullable_ids,
@@ -175,7 +229,7 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
         (
             "polars",
             [
-                "Datetime(time_unit='ns', time_zone='UTC')",
+                "Datetime(time_unit='us', time_zone='UTC')",
                 "String",
                 "String",
                 "String",
@@ -184,8 +238,8 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
                 "List(String)",
                 "List(String)",
                 "String",
-                "UInt64",
-                "UInt64",
+                "Int64",
+                "Int64",
                 "UInt32",
                 "String",
                 "UInt32",
@@ -199,7 +253,7 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
         (
             "duckdb",
             [
-                "TIMESTAMPTZ_NS",
+                "TIMESTAMP WITH TIME ZONE",
                 "VARCHAR",
                 "VARCHAR",
                 "VARCHAR",
@@ -208,8 +262,8 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
                 "VARCHAR[]",
                 "VARCHAR[]",
                 "VARCHAR",
-                "UBIGINT",
-                "UBIGINT",
+                "BIGINT",
+                "BIGINT",
                 "UINTEGER",
                 "VARCHAR",
                 "UINTEGER",
@@ -218,6 +272,54 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
                 "VARCHAR",
                 "DATE",
                 "VARCHAR",
+            ],
+        ),
+        (
+            "chdb",
+            [
+                "Nullable(DateTime64(6, 'UTC'))",
+                "Nullable(String)",
+                "Nullable(String)",
+                "Nullable(String)",
+                "Nullable(UInt16)",
+                "Nullable(UInt16)",
+                "Array(Nullable(String))",
+                "Array(Nullable(String))",
+                "Nullable(String)",
+                "Nullable(Int64)",
+                "Nullable(Int64)",
+                "Nullable(UInt32)",
+                "Nullable(String)",
+                "Nullable(UInt32)",
+                "Nullable(String)",
+                "Nullable(String)",
+                "Nullable(String)",
+                "Date",
+                "UInt8",
+            ],
+        ),
+        (
+            "spark",
+            [
+                "timestamp",
+                "string",
+                "string",
+                "string",
+                "int",
+                "int",
+                "array<string>",
+                "array<string>",
+                "string",
+                "bigint",
+                "bigint",
+                "bigint",
+                "string",
+                "bigint",
+                "string",
+                "string",
+                "string",
+                "date",
+                "int",
             ],
         ),
     ];
@@ -233,6 +335,8 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
             "{reader}: rows"
         );
         assert_eq!(seen["rows"], expected, "{reader}: every value");
+        // The same values flowsql prints.
+        assert_eq!(without_partitions(&seen["rows"]), flowsql_printed, "{reader}: as flowsql prints them");
     }
     // pandas: a list column holds arrays of Python strings.
     assert_eq!(result["pandas"]["listType"], "ndarray");
@@ -240,7 +344,7 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
 }
 
 #[test]
-fn pyarrow_pandas_polars_and_duckdb_read_the_cold_tier_and_a_copy() {
+fn every_engine_reads_the_cold_tier_and_a_copy_as_flowsql_prints_them() {
     let data = TempDir::new("readers");
     let dest = TempDir::new("readers-copy");
     let dir = data.path().join("data");
@@ -250,7 +354,9 @@ fn pyarrow_pandas_polars_and_duckdb_read_the_cold_tier_and_a_copy() {
 
     let out = flowsql(&["export", "--data-dir", dir_text]);
     assert!(out.starts_with(&format!("exported {} rows into ", flows.len())), "{out}");
-    check_readers(&read_with_python(&dir.join("flows")), &flows);
+    let mut printed = flowsql_rows(&dir);
+    printed.sort_by_key(row_key);
+    assert_eq!(printed, without_partitions(&expected_rows(&flows, false)), "flowsql prints the flows as stored");
 
     // A copy of a time range, read as its own dataset.
     let copy = dest.path().join("copy");
@@ -274,5 +380,10 @@ fn pyarrow_pandas_polars_and_duckdb_read_the_cold_tier_and_a_copy() {
         .cloned()
         .collect();
     assert!(in_range.len() > 50);
-    check_readers(&read_with_python(&copy), &in_range);
+    let mut printed_in_range = without_partitions(&expected_rows(&in_range, false));
+    printed_in_range.sort_by_key(row_key);
+
+    let results = read_with_python(&[&dir.join("flows"), &copy]);
+    check_readers(&results[0], &flows, &printed);
+    check_readers(&results[1], &in_range, &printed_in_range);
 }

@@ -5,8 +5,27 @@
 //!
 //! Files are zstd-compressed, dictionary-encoded (except the timestamp,
 //! which is DELTA_BINARY_PACKED), carry page statistics and column indexes,
-//! hold rows sorted by time (declared in the footer), and use only standard
-//! logical types: `TIMESTAMP(NANOS, UTC)`, `LIST<STRING>`, `INT(16, unsigned)`.
+//! hold rows sorted by time (declared in the footer), and use only the
+//! types every engine reads as-is (Spark, Trino/Athena, ClickHouse, DuckDB,
+//! pandas, polars, pyarrow), with no flag ([`file_schema`]):
+//! - time columns are `TIMESTAMP(MICROS, UTC)`: Spark refuses
+//!   `TIMESTAMP(NANOS)`, Trino rounds it and Snowflake misreads it. The
+//!   capture's times are whole microseconds (the sub-microsecond part of a
+//!   time, when there is one, is dropped: rounded down);
+//! - 64-bit unsigned columns (`cgroupId`, `flowId`, byte and packet counts)
+//!   are signed `INT64`: Spark reads an unsigned 64-bit column as
+//!   `DECIMAL(20,0)` and Trino wraps it negative. flowsql's values of these
+//!   columns stay below 2^63 (a flowId has 63 random bits), so every engine
+//!   shows the same numbers flowsql does;
+//! - 16- and 32-bit unsigned columns keep their `INT(16|32, unsigned)`
+//!   annotation, which every engine above widens exactly (Spark to `int`
+//!   and `bigint`);
+//! - lists are `LIST<STRING>` with the element named `element`, as the
+//!   Parquet specification says (arrow's own name is `item`).
+//!
+//! Files written by flowsql 0.1 (`TIMESTAMP(NANOS)`, unsigned 64-bit
+//! columns, `item` lists) stay readable: [`EventTable::conform`] and the
+//! query engine cast them to the logical schema by column name.
 //!
 //! A file is written under a dot-prefixed temporary name (which every reader
 //! ignores), synced, then renamed to its final name; see [`crate::export`]
@@ -18,6 +37,11 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
+use arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampNanosecondType,
+    UInt64Type,
+};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -65,6 +89,57 @@ pub struct ColdFile {
     pub max_timestamp: i64,
 }
 
+/// The type a column of logical type `logical` has in a file (see the
+/// module documentation): microsecond times, signed 64-bit integers.
+pub fn file_type(logical: &DataType) -> DataType {
+    match logical {
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::UInt64 => DataType::Int64,
+        DataType::List(item) => DataType::List(Arc::new(item.as_ref().clone().with_name("element"))),
+        other => other.clone(),
+    }
+}
+
+/// The schema of the files of a table whose logical schema is `logical`.
+pub fn file_schema(logical: &Schema) -> SchemaRef {
+    let fields: Vec<Field> =
+        logical.fields().iter().map(|f| f.as_ref().clone().with_data_type(file_type(f.data_type()))).collect();
+    Arc::new(Schema::new_with_metadata(fields, logical.metadata().clone()))
+}
+
+/// A column of the logical schema as the file holds it: times rounded down
+/// to the microsecond, 64-bit unsigned values as the same bits signed
+/// (the same number below 2^63, see the module documentation).
+fn to_file_column(column: &ArrayRef, file_type: &DataType) -> Result<ArrayRef, arrow::error::ArrowError> {
+    if column.data_type() == file_type {
+        return Ok(Arc::clone(column));
+    }
+    Ok(match (column.data_type(), file_type) {
+        (DataType::Timestamp(TimeUnit::Nanosecond, _), DataType::Timestamp(TimeUnit::Microsecond, tz)) => {
+            let micros: PrimitiveArray<TimestampMicrosecondType> =
+                column.as_primitive::<TimestampNanosecondType>().unary(|ns| ns.div_euclid(1000));
+            Arc::new(micros.with_timezone_opt(tz.clone()))
+        }
+        (DataType::UInt64, DataType::Int64) => {
+            let signed: PrimitiveArray<Int64Type> =
+                column.as_primitive::<UInt64Type>().unary(|v| i64::from_ne_bytes(v.to_ne_bytes()));
+            Arc::new(signed)
+        }
+        _ => arrow::compute::cast(column, file_type)?,
+    })
+}
+
+/// `batch` (of the logical schema) in `file_schema`.
+pub fn to_file_batch(batch: &RecordBatch, file_schema: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(file_schema.fields())
+        .map(|(column, field)| to_file_column(column, field.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(file_schema), columns)
+}
+
 /// The Parquet writer settings of `table`'s cold tier, with key-value
 /// metadata for the footer.
 pub fn writer_properties(table: &EventTable, metadata: Vec<KeyValue>) -> WriterProperties {
@@ -75,12 +150,14 @@ pub fn writer_properties(table: &EventTable, metadata: Vec<KeyValue>) -> WriterP
     // no query prunes on them, and computing them compared every name of
     // every row (a sixth of the encoding time).
     for field in table.schema().fields() {
-        if let arrow::datatypes::DataType::List(item) = field.data_type() {
-            let path = ColumnPath::from(vec![field.name().clone(), "list".to_owned(), item.name().clone()]);
+        if let DataType::List(_) = field.data_type() {
+            let path = ColumnPath::from(vec![field.name().clone(), "list".to_owned(), "element".to_owned()]);
             builder = builder.set_column_statistics_enabled(path, EnabledStatistics::None);
         }
     }
     builder
+        // Lists as the Parquet specification names them (`element`).
+        .set_coerce_types(true)
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::ZSTD(zstd))
         .set_dictionary_enabled(true)
@@ -143,6 +220,7 @@ pub struct PendingFile {
     temp: PathBuf,
     path: PathBuf,
     writer: Option<ArrowWriter<File>>,
+    file_schema: SchemaRef,
     rows: u64,
     min_ts: i64,
     max_ts: i64,
@@ -176,17 +254,19 @@ impl PendingFile {
             .mode(FILE_MODE)
             .open(&temp)
             .map_err(|e| StoreError::io("create", &temp, e))?;
+        let file_schema = file_schema(table.schema());
         let mut pending = PendingFile {
             table: table.clone(),
             temp,
             path: dir.join(name),
             writer: None,
+            file_schema: Arc::clone(&file_schema),
             rows: 0,
             min_ts: i64::MAX,
             max_ts: i64::MIN,
         };
         let writer =
-            ArrowWriter::try_new(file, Arc::clone(table.schema()), Some(writer_properties(table, metadata)))
+            ArrowWriter::try_new(file, file_schema, Some(writer_properties(table, metadata)))
                 .map_err(|source| StoreError::ParquetWrite { path: pending.temp.clone(), source })?;
         pending.writer = Some(writer);
         Ok(pending)
@@ -205,10 +285,14 @@ impl PendingFile {
             return Ok(());
         }
         let ts = self.table.times(batch);
-        self.min_ts = ts.iter().copied().fold(self.min_ts, i64::min);
-        self.max_ts = ts.iter().copied().fold(self.max_ts, i64::max);
+        // The times as the file holds them (whole microseconds).
+        self.min_ts = ts.iter().map(|t| t.div_euclid(1000) * 1000).fold(self.min_ts, i64::min);
+        self.max_ts = ts.iter().map(|t| t.div_euclid(1000) * 1000).fold(self.max_ts, i64::max);
         self.rows += batch.num_rows() as u64;
-        writer.write(batch).map_err(|source| StoreError::ParquetWrite { path: self.temp.clone(), source })
+        let write_err = |source| StoreError::ParquetWrite { path: self.temp.clone(), source };
+        let file_batch =
+            to_file_batch(batch, &self.file_schema).map_err(|e| write_err(ParquetError::External(Box::new(e))))?;
+        writer.write(&file_batch).map_err(write_err)
     }
 
     pub fn rows(&self) -> u64 {

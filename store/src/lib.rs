@@ -20,7 +20,8 @@
 //! - the jobs: [`cold`] (Parquet files), [`merge`] (hot batches in time
 //!   order), [`export`] (the exactly-once move), [`recovery`],
 //!   [`retention`], [`copy`] (copies for others), [`snapshot`] (consistent
-//!   reads for queries), [`status`], [`writer`] (the capture's writer
+//!   reads for queries), [`uploads`] (what is uploaded to object storage),
+//!   [`status`], [`writer`] (the capture's writer
 //!   thread) and [`schedule`] (its periodic export);
 //! - on top, [`Store`]: the data directory as a whole.
 
@@ -52,6 +53,7 @@ pub mod status;
 pub mod synthetic;
 pub mod table;
 mod upgrade;
+pub mod uploads;
 pub mod writer;
 
 mod error;
@@ -78,6 +80,7 @@ pub use schema::{
     flows_table,
 };
 pub use snapshot::{HotReader, TableSnapshot};
+pub use uploads::{LastUpload, PendingUpload, UploadStatus};
 pub use status::StoreStatus;
 pub use store::Store;
 pub use table::EventTable;

@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0003_batches.sql"),
         then: Some(crate::upgrade::move_rows_into_batches),
     },
+    Migration { name: "0004_uploads", sql: include_str!("../../migrations/0004_uploads.sql"), then: None },
 ];
 
 /// The schema version a database has (`PRAGMA user_version`).

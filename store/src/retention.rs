@@ -32,7 +32,22 @@ pub(crate) fn apply(
 ) -> Result<RetentionReport, StoreError> {
     let _lock = ExportLock::acquire(dir)?;
     let max_age_ns = i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX);
-    let cutoff = now_ns.saturating_sub(max_age_ns);
+    let mut cutoff = now_ns.saturating_sub(max_age_ns);
+    // While files are uploaded to object storage, none is removed before
+    // it is: the partitions from the oldest one not uploaded on stay.
+    let pending = db.read(|conn| {
+        let read = |e| StoreError::sqlite("read the upload backlog", db.path(), e);
+        if crate::uploads::remote(conn).map_err(read)?.is_none() {
+            return Ok(None);
+        }
+        crate::uploads::oldest_pending_partition(conn).map_err(read)
+    })?;
+    if let Some(oldest) = pending {
+        if oldest < cutoff {
+            tracing::info!(partition = %cold::partition_name(oldest), "retention waits for the upload of older files");
+        }
+        cutoff = cutoff.min(oldest);
+    }
     let mut report = RetentionReport::default();
     for table in tables {
         // First the manifest (one transaction), then the files: a crash

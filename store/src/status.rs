@@ -35,6 +35,8 @@ pub struct StoreStatus {
     pub last_export_success_ns: Option<i64>,
     /// Counters of every capture that wrote here.
     pub capture: CaptureTotals,
+    /// Uploads to object storage, when a capture set a remote.
+    pub upload: Option<crate::uploads::UploadStatus>,
 }
 
 /// Capture counters summed over capture sessions (each session's latest
@@ -55,6 +57,7 @@ pub(crate) fn status(dir: &DataDir, db: &Database, table: Option<&str>) -> Resul
             .map_err(db.err("read store_state"))?
             .and_then(|text| LastExport::from_json(&text));
         let sessions = stats::latest_per_session(conn).map_err(db.err("read capture_stats"))?;
+        let upload = crate::uploads::status(conn).map_err(db.err("read the upload status"))?;
         // Files set aside without a manifest row count too.
         let in_quarantine = std::fs::read_dir(dir.quarantine_dir()).map(|d| d.count() as u64).unwrap_or(0);
         let mut capture = CaptureTotals { sessions: sessions.len() as u64, ..CaptureTotals::default() };
@@ -79,6 +82,7 @@ pub(crate) fn status(dir: &DataDir, db: &Database, table: Option<&str>) -> Resul
             last_export_success_ns: last_ok.or(cold.last_exported_at),
             last_export,
             capture,
+            upload,
         })
     })
 }

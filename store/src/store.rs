@@ -12,6 +12,7 @@ use flowsql_event::DomainObservation;
 
 use crate::cold::{self, ColdFile};
 use crate::copy;
+use crate::uploads::{self, LastUpload, PendingUpload, UploadStatus};
 use crate::database::{Database, MemoryUse};
 use crate::dir::{DataDir, ExportLock};
 use crate::export::{self, ExportEvent, ExportOptions, ExportReport};
@@ -312,6 +313,43 @@ impl Store {
     /// counters, last export.
     pub fn status(&self) -> Result<StoreStatus, StoreError> {
         crate::status::status(&self.dir, &self.db, None)
+    }
+
+    /// Up to `limit` complete cold files not uploaded to object storage yet,
+    /// oldest partition first (see [`crate::uploads`]).
+    pub fn pending_uploads(&self, limit: usize) -> Result<Vec<PendingUpload>, StoreError> {
+        uploads::pending(self.db.conn(), limit).map_err(self.db.err("list the files to upload"))
+    }
+
+    /// Records that the file of manifest row `id` is uploaded; false if it
+    /// was already (or is no longer listed).
+    pub fn mark_uploaded(&mut self, id: i64, at_ns: i64) -> Result<bool, StoreError> {
+        self.db.write(|tx| {
+            uploads::mark_uploaded(tx, id, at_ns)
+                .map_err(|e| StoreError::sqlite("record an upload", tx.path().unwrap_or(""), e))
+        })
+    }
+
+    /// Sets (or with `None`, clears) the remote cold files are uploaded to:
+    /// while one is set, retention keeps every file not uploaded yet.
+    pub fn set_upload_remote(&mut self, remote: Option<&str>) -> Result<(), StoreError> {
+        self.db.write(|tx| {
+            state::set(tx, uploads::REMOTE, remote.unwrap_or(""))
+                .map_err(|e| StoreError::sqlite("record the upload remote", tx.path().unwrap_or(""), e))
+        })
+    }
+
+    /// Records the outcome of the uploader's last attempt.
+    pub fn record_upload(&mut self, outcome: &LastUpload) -> Result<(), StoreError> {
+        self.db.write(|tx| {
+            state::set(tx, uploads::LAST_UPLOAD, &outcome.to_json())
+                .map_err(|e| StoreError::sqlite("record the last upload", tx.path().unwrap_or(""), e))
+        })
+    }
+
+    /// The upload backlog and last outcome, when a remote is set.
+    pub fn upload_status(&self) -> Result<Option<UploadStatus>, StoreError> {
+        self.db.read(|conn| uploads::status(conn).map_err(self.db.err("read the upload status")))
     }
 
     /// The database file.

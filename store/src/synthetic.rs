@@ -3,7 +3,7 @@
 //!
 //! - [`edge_flows`]: a small fixed set covering the edges (IPv4 and IPv6,
 //!   ports 0 and 65535, empty and non-empty domain lists, a name with an
-//!   escape, `cgroupId` 0 and `u64::MAX`, several hours and days).
+//!   escape, `cgroupId` 0 and 2^63 - 1, several hours and days).
 //! - [`indexed_flow`]: flow number `index` of writer run `run`, so a harness
 //!   can say exactly which flows a run committed.
 //! - [`RealisticMix`]: what a busy host sees: many flows to a few popular
@@ -67,7 +67,12 @@ fn process(pid: u32, name: &str, uid: u32, executable: &str, cgroup: &str, conta
 
 const CONTAINER: &str = "4f1c9e3a2b7d6e5f4f1c9e3a2b7d6e5f4f1c9e3a2b7d6e5f4f1c9e3a2b7d6e5f";
 
-/// A fixed set of flows that covers the edges of every column.
+/// The largest id (`cgroupId`, `flowId`) flowsql's files hold as the same
+/// number in every engine (they are signed 64-bit there).
+pub const LARGEST_ID: u64 = i64::MAX as u64;
+
+/// A fixed set of flows that covers the edges of every column. Times are
+/// whole microseconds, as the capture's are.
 pub fn edge_flows() -> Vec<FlowBegin> {
     let host: Arc<str> = "edge-host".into();
     let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
@@ -100,7 +105,7 @@ pub fn edge_flows() -> Vec<FlowBegin> {
             dst_domains: dd,
             cgroup_id: cg,
             host_name: Arc::clone(&host),
-            flow_id: if next == 2 { u64::MAX } else { next as u64 },
+            flow_id: if next == 2 { LARGEST_ID } else { next as u64 },
             attribution: attributions[next % attributions.len()].clone(),
         }
     };
@@ -119,7 +124,7 @@ pub fn edge_flows() -> Vec<FlowBegin> {
             1,
         ),
         flow(
-            BASE_NS + 1,
+            BASE_NS + 1_000,
             Incoming,
             v6("2001:db8::7"),
             v6("2001:db8:0:1::1"),
@@ -127,9 +132,9 @@ pub fn edge_flows() -> Vec<FlowBegin> {
             443,
             names(&["client.example"]),
             names(&["www.example.org", "cdn.example.net", "edge.example.net"]),
-            u64::MAX,
+            LARGEST_ID,
         ),
-        flow(BASE_NS + HOUR_NS - 1, Outgoing, v6("::1"), v6("::1"), 40000, 22, names(&[]), names(&[]), 7),
+        flow(BASE_NS + HOUR_NS - 1_000, Outgoing, v6("::1"), v6("::1"), 40000, 22, names(&[]), names(&[]), 7),
         flow(
             BASE_NS + HOUR_NS,
             Outgoing,
@@ -139,10 +144,10 @@ pub fn edge_flows() -> Vec<FlowBegin> {
             65535,
             names(&[]),
             names(&["weird\\003name.example", "quote\".example"]),
-            u64::MAX - 1,
+            LARGEST_ID - 1,
         ),
         flow(
-            BASE_NS + 25 * HOUR_NS + 123_456_789,
+            BASE_NS + 25 * HOUR_NS + 123_456_000,
             Incoming,
             v4(192, 0, 2, 200),
             v4(127, 0, 0, 1),
@@ -153,7 +158,7 @@ pub fn edge_flows() -> Vec<FlowBegin> {
             12345,
         ),
         flow(
-            BASE_NS + 25 * HOUR_NS + 123_456_789,
+            BASE_NS + 25 * HOUR_NS + 123_456_000,
             Outgoing,
             v4(192, 0, 2, 200),
             v4(127, 0, 0, 1),
@@ -316,7 +321,7 @@ impl RealisticMix {
             process(812, "sshd", 0, "/usr/sbin/sshd", "/system.slice/ssh.service", ""),
             process(1290, "nginx", 0, "/usr/sbin/nginx", "/system.slice/nginx.service", ""),
         ];
-        let next_flow_id = rng.next_u64();
+        let next_flow_id = rng.next_u64() >> 1;
         RealisticMix {
             rng,
             time_ns: BASE_NS,
@@ -338,10 +343,11 @@ impl RealisticMix {
         let rng = &mut self.rng;
         // Exponential gaps: a Poisson arrival process.
         let gap = -self.mean_gap_ns * (1.0 - rng.unit()).ln();
-        self.time_ns += gap.max(1.0) as i64;
+        // Whole microseconds, as the capture's times.
+        self.time_ns += (gap / 1000.0).max(1.0) as i64 * 1000;
         let family = usize::from(rng.unit() < 0.3);
         let cgroup = self.cgroups[(rng.unit().powi(2) * self.cgroups.len() as f64) as usize];
-        self.next_flow_id = self.next_flow_id.wrapping_add(1);
+        self.next_flow_id = self.next_flow_id.wrapping_add(1) & LARGEST_ID;
         let flow_id = self.next_flow_id;
         if rng.unit() < 0.08 {
             // Someone connects to a local service.
@@ -410,7 +416,7 @@ pub fn edge_ends() -> Vec<FlowEnd> {
             let reason = reasons[i % reasons.len()];
             let incoming = begin.direction == Direction::Incoming;
             FlowEnd {
-                timestamp_ns: begin.timestamp_ns.saturating_add(i as i64 * 1_000_000_007),
+                timestamp_ns: begin.timestamp_ns.saturating_add(i as i64 * 1_000_001_000),
                 direction: begin.direction,
                 src_ip: begin.src_ip,
                 dst_ip: begin.dst_ip,
@@ -419,10 +425,10 @@ pub fn edge_ends() -> Vec<FlowEnd> {
                 src_domains: begin.src_domains.clone(),
                 dst_domains: begin.dst_domains.clone(),
                 duration_ns: if i % 5 == 4 { None } else { Some(i as i64 * 1_000_000_007) },
-                src_bytes: if i == 0 { u64::MAX } else { i as u64 * 1000 },
+                src_bytes: if i == 0 { LARGEST_ID } else { i as u64 * 1000 },
                 dst_bytes: if i == 1 { 0 } else { 12_345 },
                 src_packets: i as u64,
-                dst_packets: u64::MAX - i as u64,
+                dst_packets: LARGEST_ID - i as u64,
                 retransmits: if i == 3 { u32::MAX } else { i as u32 % 2 },
                 rtt_micros: 35 * i as u32,
                 reason,

@@ -136,6 +136,71 @@ pub const OPTIONAL_LISTEN_ADDR: Kind<Option<String>> = Kind {
     empty: Some(|| None),
 };
 
+/// `s3://bucket/prefix` (object storage for uploads), or unset.
+pub const OPTIONAL_REMOTE: Kind<Option<String>> = Kind {
+    read: |raw| check_remote(string_value(raw)?).map(Some),
+    flag: |text| check_remote(text).map(Some),
+    syntax: None,
+    show: |remote| remote.as_deref().map(toml_text),
+    empty: Some(|| None),
+};
+
+/// An `http://` or `https://` URL, or unset.
+pub const OPTIONAL_ENDPOINT: Kind<Option<String>> = Kind {
+    read: |raw| check_endpoint(string_value(raw)?).map(Some),
+    flag: |text| check_endpoint(text).map(Some),
+    syntax: None,
+    show: |url| url.as_deref().map(toml_text),
+    empty: Some(|| None),
+};
+
+/// A host name for rows (`hostName`), or unset (the machine's).
+pub const OPTIONAL_HOST_NAME: Kind<Option<String>> = Kind {
+    read: |raw| check_host_name(string_value(raw)?).map(Some),
+    flag: |text| check_host_name(text).map(Some),
+    syntax: None,
+    show: |name| name.as_deref().map(toml_text),
+    empty: Some(|| None),
+};
+
+/// `s3://bucket` or `s3://bucket/prefix`: a bucket name of 3 to 63
+/// lower-case letters, digits, dots and dashes.
+pub fn check_remote(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let bad = |why: &str| format!("{text:?} is not s3://BUCKET/PREFIX: {why}");
+    let rest = text.strip_prefix("s3://").ok_or_else(|| bad("only s3:// is supported"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.len() < 3
+        || bucket.len() > 63
+        || !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        return Err(bad("the bucket name must be 3 to 63 lower-case letters, digits, '.' or '-'"));
+    }
+    if prefix.split('/').any(|part| part == "." || part == "..") || prefix.chars().any(char::is_control) {
+        return Err(bad("the prefix may not hold '.', '..' or control characters"));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+fn check_endpoint(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let rest = text.strip_prefix("http://").or_else(|| text.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Ok(text.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!("{text:?} is not an http:// or https:// URL (e.g. http://127.0.0.1:9000)")),
+    }
+}
+
+fn check_host_name(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 253 || text.chars().any(char::is_control) {
+        return Err(format!("{text:?} is not a host name (1 to 253 characters, no control characters)"));
+    }
+    Ok(text.to_owned())
+}
+
 /// A log level or a `tracing` filter.
 pub const LOG_LEVEL: Kind<String> = Kind {
     read: |raw| check_log_level(string_value(raw)?),

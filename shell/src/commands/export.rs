@@ -37,7 +37,30 @@ pub fn run(args: ExportArgs, config: &Config) -> anyhow::Result<ExitCode> {
     };
     progress.finish();
     print_report(&report, args.to.is_some(), started.elapsed().as_secs_f64());
+    if args.to.is_none()
+        && let Some(url) = &config.remote.value
+    {
+        return upload(&mut store, config, url);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Uploads every exported file not uploaded yet to `url` (export.remote),
+/// once; a failure leaves the rest queued for the next run or capture.
+fn upload(store: &mut Store, config: &Config, url: &str) -> anyhow::Result<ExitCode> {
+    use flowsql_service::remote::{self, Remote};
+    let remote = Remote::new(url, config.remote_endpoint.value.as_deref())?;
+    store.set_upload_remote(Some(url)).context("failed to record the upload remote")?;
+    let host = remote::host_name(config);
+    let started = Instant::now();
+    let uploaded = remote::upload_backlog_now(store, &remote, &host)
+        .context("the upload failed; the files not uploaded stay queued")?;
+    println!("uploaded {} to {url} in {:.1} s", plural_files(uploaded), started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plural_files(n: u64) -> String {
+    format!("{} {}", grouped(n), if n == 1 { "file" } else { "files" })
 }
 
 fn print_report(report: &ExportReport, copy: bool, secs: f64) {

@@ -90,6 +90,21 @@ fn to_text(s: &StoreStatus) -> String {
             },
         },
     );
+    if let Some(u) = &s.upload {
+        let mut text = format!(
+            "{}: {} uploaded, {} waiting ({})",
+            u.remote,
+            plural(u.uploaded_files, "file", "files"),
+            plural(u.backlog_files, "file", "files"),
+            human_bytes(u.backlog_bytes)
+        );
+        if let Some(last) = &u.last
+            && let Some(error) = &last.error
+        {
+            text.push_str(&format!("; failing since {}: {error}", format_timestamp(last.at_ns)));
+        }
+        line("upload", text);
+    }
     match &s.capture.latest {
         None => line("capture", "never ran here".into()),
         Some(latest) => {
@@ -156,6 +171,15 @@ fn to_json(s: &StoreStatus) -> serde_json::Value {
             "rows": e.rows,
             "bytes": e.bytes,
             "error": e.error,
+        })),
+        "upload": s.upload.as_ref().map(|u| serde_json::json!({
+            "remote": u.remote,
+            "uploadedFiles": u.uploaded_files,
+            "backlogFiles": u.backlog_files,
+            "backlogBytes": u.backlog_bytes,
+            "lastAttempt": u.last.as_ref().map(|l| format_timestamp(l.at_ns)),
+            "lastSuccess": u.last.as_ref().and_then(|l| l.last_success_ns).map(format_timestamp),
+            "error": u.last.as_ref().and_then(|l| l.error.clone()),
         })),
         "capture": {
             "sessions": s.capture.sessions,

@@ -1,10 +1,13 @@
-"""Reads a flowsql Parquet dataset (a directory of date=YYYY-MM-DD/hour=HH/
-partitions) with pyarrow, pandas, polars and DuckDB, each as it comes, and
-prints one JSON object: per reader, the column names and types it sees and
+"""Reads flowsql Parquet datasets (directories of date=YYYY-MM-DD/hour=HH/
+partitions, or of host=NAME/date=.../hour=.../ as in a bucket) with
+pyarrow, pandas, polars, DuckDB, ClickHouse (chdb) and Spark (pyspark, local
+mode), each as it comes, with no engine-specific flag, and prints one JSON
+object per dataset: per reader, the column names and types it sees and
 every row, normalized (timestamps as integer ns since the epoch, lists as
-lists), sorted. The Rust test (store_readers.rs) asserts on it.
+lists), sorted. The Rust test (store_readers.rs) asserts on it. Spark
+starts once for every dataset given.
 
-usage: parquet_readers.py DATASET_DIR
+usage: parquet_readers.py DATASET_DIR...
 """
 
 import json
@@ -33,7 +36,7 @@ def normalize(rows):
     out = []
     for r in rows:
         out.append({k: value(k, v) for k, v in r.items()})
-    out.sort(key=lambda r: (r["timestamp"], r["cgroupId"], r["connectionDirection"], r["srcIP"], r["srcPort"]))
+    out.sort(key=lambda r: (r["timestamp"], r["hostName"], r["cgroupId"], r["connectionDirection"], r["srcIP"], r["srcPort"]))
     return out
 
 
@@ -92,12 +95,67 @@ def with_duckdb(root):
     return {"schema": schema, "rows": normalize(rows)}
 
 
+def with_chdb(root):
+    import chdb
+
+    source = f"file('{root}/**/*.parquet', Parquet)"
+    settings = "SETTINGS use_hive_partitioning = 1, output_format_json_quote_64bit_integers = 0"
+    described = json.loads(chdb.query(f"DESCRIBE TABLE {source} {settings}", "JSON").bytes())
+    schema = [[r["name"], r["type"]] for r in described["data"]]
+    result = json.loads(
+        chdb.query(
+            f"SELECT * REPLACE (toUnixTimestamp64Micro(timestamp) * 1000 AS timestamp,"
+            f" toString(date) AS date) FROM {source} {settings}",
+            "JSON",
+        ).bytes()
+    )
+    return {"schema": schema, "rows": normalize(result["data"])}
+
+
+def spark_session():
+    from pyspark.sql import SparkSession
+
+    return (
+        SparkSession.builder.master("local[2]")
+        .appName("flowsql-readers")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .getOrCreate()
+    )
+
+
+def with_spark(spark, root):
+    from pyspark.sql import functions as F
+
+    df = spark.read.parquet(root)
+    schema = [[f.name, f.dataType.simpleString()] for f in df.schema.fields]
+    df = df.withColumn("timestamp", F.unix_micros("timestamp") * 1000).withColumn("date", F.col("date").cast("string"))
+    rows = [r.asDict(recursive=True) for r in df.collect()]
+    return {"schema": schema, "rows": normalize(rows)}
+
+
+READERS = [
+    ("pyarrow", with_pyarrow),
+    ("pandas", with_pandas),
+    ("polars", with_polars),
+    ("duckdb", with_duckdb),
+    ("chdb", with_chdb),
+]
+
+
 def main():
-    root = sys.argv[1]
-    result = {}
-    for name, read in [("pyarrow", with_pyarrow), ("pandas", with_pandas), ("polars", with_polars), ("duckdb", with_duckdb)]:
-        result[name] = read(root)
-    json.dump(result, sys.stdout)
+    spark = spark_session()
+    results = []
+    for root in sys.argv[1:]:
+        result = {}
+        for name, read in READERS:
+            result[name] = read(root)
+        result["spark"] = with_spark(spark, root)
+        results.append(result)
+    spark.stop()
+    json.dump(results, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,273 @@
+//! Uploads to object storage (`export.remote`) against a real S3 protocol
+//! server on loopback (moto, with authentication on; started once per
+//! test by `python/s3_server.py`), through the real binary: two hosts
+//! upload to one bucket, each file exactly once under
+//! `<prefix>/<table>/host=<host>/date=.../hour=.../`, pyarrow reads the
+//! bucket itself; wrong credentials give one clear error and lose nothing;
+//! a store that is down keeps the files queued (status shows the backlog)
+//! until it is back.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use flowsql_event::FlowBegin;
+use flowsql_store::synthetic;
+use flowsql_store::{Store, batch_from_flows};
+use flowsql_tests::TempDir;
+use serde_json::Value;
+
+const FLOWSQL: &str = env!("CARGO_BIN_EXE_flowsql");
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/s3_server.py");
+const BUCKET: &str = "flows";
+
+/// moto on a free loopback port, killed when dropped; its request log
+/// goes to a file.
+struct S3Server {
+    child: Child,
+    port: u16,
+    key: String,
+    secret: String,
+    log: PathBuf,
+}
+
+impl S3Server {
+    fn start(dir: &Path) -> S3Server {
+        let port = free_port();
+        let log = dir.join("s3-requests.log");
+        let mut child = Command::new("python3")
+            .args([SCRIPT, "serve", &port.to_string(), BUCKET])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3 must be installed (.ci/run installs it): {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+        let keys: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!(
+                "the S3 server did not start (pip install -r .ci/requirements.txt): {e}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        S3Server {
+            child,
+            port,
+            key: keys["key"].as_str().expect("key").to_owned(),
+            secret: keys["secret"].as_str().expect("secret").to_owned(),
+            log,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every object of the bucket and its size.
+    fn objects(&self) -> BTreeMap<String, u64> {
+        let out = python(&["list", &self.url(), &self.key, &self.secret, BUCKET]);
+        serde_json::from_str(&out).expect("JSON")
+    }
+
+    /// The request lines of the log so far (`"PUT /flows/... HTTP/1.1" 200`).
+    fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once("] \"").map(|(_, r)| r.to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = stdin.write_all(b"");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn python(args: &[&str]) -> String {
+    let output = Command::new("python3").arg(SCRIPT).args(args).output().expect("python3 runs");
+    assert!(output.status.success(), "s3_server.py {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+/// `flowsql` with only the variables a test gives.
+fn flowsql(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(FLOWSQL);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("FLOWSQL_") || name.starts_with("AWS_") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command.args(args).envs(env.iter().copied()).env("HOME", "/nonexistent");
+    command.output().expect("flowsql runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A data directory holding `count` flows of host `host`, spread over three
+/// hours (three files).
+fn data_dir(root: &Path, host: &str, run: u32, count: u64) -> (PathBuf, Vec<FlowBegin>) {
+    let dir = root.join(format!("data-{run}"));
+    let step = 3 * 3_600_000_000_000 / count as i64 / 1000 * 1000;
+    let flows: Vec<FlowBegin> = (0..count)
+        .map(|i| {
+            let mut flow = synthetic::indexed_flow(run, i);
+            flow.host_name = host.into();
+            flow.timestamp_ns = synthetic::BASE_NS + i as i64 * step;
+            flow
+        })
+        .collect();
+    Store::open(&dir).expect("open").insert_flows(&batch_from_flows(&flows)).expect("insert");
+    (dir, flows)
+}
+
+/// The environment of a host uploading to `server`.
+fn upload_env<'a>(server: &'a S3Server, endpoint: &'a str, host: &'a str, secret: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("FLOWSQL_EXPORT_REMOTE", "s3://flows/fleet"),
+        ("FLOWSQL_EXPORT_REMOTE_ENDPOINT", endpoint),
+        ("FLOWSQL_HOST_NAME", host),
+        ("AWS_ACCESS_KEY_ID", server.key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_REGION", "us-east-1"),
+    ]
+}
+
+/// The objects the files of `dir`'s manifest must be, with their sizes.
+fn expected_objects(dir: &Path, host_segment: &str) -> BTreeMap<String, u64> {
+    let store = Store::open_read_only(dir).expect("open");
+    let mut expected = BTreeMap::new();
+    for table in ["flows", "flow_ends"] {
+        for file in store.table_cold_files(table, flowsql_store::TimeRange::new(None, None)).expect("files") {
+            let (table, rest) = file.relative.split_once('/').expect("table/partition/name");
+            expected.insert(format!("fleet/{table}/host={host_segment}/{rest}"), file.bytes);
+        }
+    }
+    expected
+}
+
+fn status(dir: &Path) -> Value {
+    let out = flowsql(&["status", "--json", "--data-dir", dir.to_str().expect("UTF-8")], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn two_hosts_upload_each_file_exactly_once_and_pyarrow_reads_the_bucket() {
+    let tmp = TempDir::new("remote-two");
+    let server = S3Server::start(tmp.path());
+    let endpoint = server.url();
+    let (a, a_flows) = data_dir(tmp.path(), "web-1", 1, 3000);
+    let (b, b_flows) = data_dir(tmp.path(), "db/2", 2, 2000);
+    for (dir, host) in [(&a, "web-1"), (&b, "db/2")] {
+        let out = flowsql(
+            &["export", "--data-dir", dir.to_str().expect("UTF-8")],
+            &upload_env(&server, &endpoint, host, &server.secret),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("uploaded "), "{}", text(&out.stdout));
+    }
+    let mut expected = expected_objects(&a, "web-1");
+    expected.extend(expected_objects(&b, "db_2"));
+    assert_eq!(expected.len(), 6, "{expected:?}");
+    assert_eq!(server.objects(), expected, "every file once, whole, under its host's partition");
+
+    // Again: nothing new, nothing sent twice.
+    let puts_before = server.requests().iter().filter(|r| r.starts_with("PUT /flows/fleet/")).count();
+    let out = flowsql(
+        &["export", "--data-dir", a.to_str().expect("UTF-8")],
+        &upload_env(&server, &endpoint, "web-1", &server.secret),
+    );
+    assert!(text(&out.stdout).contains("uploaded 0 files"), "{}", text(&out.stdout));
+    let puts_after = server.requests().iter().filter(|r| r.starts_with("PUT /flows/fleet/")).count();
+    assert_eq!(puts_before, puts_after, "no file is uploaded twice");
+    assert_eq!(puts_after, expected.len(), "one PUT per file: {:?}", server.requests());
+    assert_eq!(server.objects(), expected);
+
+    let status_a = status(&a);
+    assert_eq!(status_a["upload"]["backlogFiles"], 0, "{status_a}");
+    assert_eq!(status_a["upload"]["remote"], "s3://flows/fleet");
+    assert_eq!(status_a["upload"]["error"], Value::Null);
+
+    // pyarrow reads the bucket through its own S3 filesystem.
+    let read: Value = serde_json::from_str(&python(&[
+        "read",
+        &endpoint,
+        &server.key,
+        &server.secret,
+        "flows/fleet/flows",
+    ]))
+    .expect("JSON");
+    assert_eq!(read["rows"], (a_flows.len() + b_flows.len()) as u64);
+    assert_eq!(read["byPartition"]["web-1"]["web-1"], a_flows.len() as u64, "{read}");
+    assert_eq!(read["byPartition"]["db_2"]["db/2"], b_flows.len() as u64, "{read}");
+    assert_eq!(read["timestamp"], "timestamp[us, tz=UTC]");
+}
+
+#[test]
+fn wrong_credentials_give_one_clear_error_and_lose_nothing() {
+    let tmp = TempDir::new("remote-creds");
+    let server = S3Server::start(tmp.path());
+    let endpoint = server.url();
+    let (dir, _) = data_dir(tmp.path(), "web-1", 3, 1000);
+    let dir_text = dir.to_str().expect("UTF-8");
+    let out = flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &endpoint, "web-1", "wrong"));
+    assert!(!out.status.success(), "a refused upload fails the command");
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{stderr}");
+    assert!(errors[0].contains("stay queued"), "{stderr}");
+    assert!(errors[0].contains("403") || errors[0].contains("SignatureDoesNotMatch"), "{stderr}");
+    assert!(server.objects().is_empty());
+    // One attempt per file at most: no retry storm.
+    let refused = server.requests().iter().filter(|r| r.contains(" 403")).count();
+    assert!((1..=3).contains(&refused), "{:?}", server.requests());
+
+    let s = status(&dir);
+    let backlog = s["upload"]["backlogFiles"].as_u64().expect("backlog");
+    assert_eq!(backlog, 3, "{s}");
+    assert!(s["upload"]["error"].as_str().is_some_and(|e| e.contains("403") || e.contains("Signature")), "{s}");
+
+    // Right credentials: everything goes up.
+    let out = flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &endpoint, "web-1", &server.secret));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(server.objects(), expected_objects(&dir, "web-1"));
+    let s = status(&dir);
+    assert_eq!(s["upload"]["backlogFiles"], 0, "{s}");
+    assert_eq!(s["upload"]["error"], Value::Null, "{s}");
+}
+
+#[test]
+fn a_store_that_is_down_keeps_files_queued_until_it_is_back() {
+    let tmp = TempDir::new("remote-down");
+    let server = S3Server::start(tmp.path());
+    let (dir, _) = data_dir(tmp.path(), "web-1", 4, 1000);
+    let dir_text = dir.to_str().expect("UTF-8");
+    // Nothing listens on this port: the store is down.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let out = flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &down, "web-1", &server.secret));
+    assert!(!out.status.success());
+    assert!(text(&out.stdout).starts_with("exported 1,000 rows"), "the local export is done: {}", text(&out.stdout));
+    let s = status(&dir);
+    assert_eq!(s["upload"]["backlogFiles"], 3, "{s}");
+    assert_eq!(s["cold"]["rows"], 1000, "{s}");
+    // Retention removes nothing that is not uploaded.
+    let up = server.url();
+    let out = flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &up, "web-1", &server.secret));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(server.objects(), expected_objects(&dir, "web-1"));
+}
