@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowsql_capture::loader::DETACH_GRACE;
-use flowsql_capture::{Capture, CaptureConfig, EventReader, FlowAssembler, KernelCounters, assemble};
+use flowsql_capture::{Capture, CaptureConfig, EventReader, FlowAssembler, KernelCounters};
 use flowsql_store::{
     CaptureCounters, ExportSchedule, LiveRows, ScheduledExport, Store, StoreError, StoreWriter, WriterConfig,
     WriterCounters,

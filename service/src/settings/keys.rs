@@ -193,6 +193,21 @@ settings! {
         unset_note: "no HOME",
         example: "/srv/flowsql",
     }
+    /// The name on rows (`hostName`) and in uploaded paths; `None`: the
+    /// machine's.
+    host_name: Option<String> = None, values::OPTIONAL_HOST_NAME, {
+        name: "host_name",
+        env: "FLOWSQL_HOST_NAME",
+        fallback_env: None,
+        flag: "--host-name",
+        value_name: "NAME",
+        scope: Scope::Capture,
+        on_reload: OnReload::Restart,
+        help: "The hostName on captured rows and in uploaded paths (host=NAME), instead of the machine's name (containers, test hosts).",
+        default_doc: "the machine's name (`/proc/sys/kernel/hostname`)",
+        unset_note: "the machine's name",
+        example: "web-1",
+    }
     /// `None`: the root of the unified hierarchy (the whole host).
     cgroup: Option<PathBuf> = None, values::OPTIONAL_PATH, {
         name: "capture.cgroup",
@@ -275,50 +290,6 @@ settings! {
         unset_note: "",
         example: "20s",
     }
-    /// The name on rows (`hostName`) and in uploaded paths; `None`: the
-    /// machine's.
-    host_name: Option<String> = None, values::OPTIONAL_HOST_NAME, {
-        name: "host_name",
-        env: "FLOWSQL_HOST_NAME",
-        fallback_env: None,
-        flag: "--host-name",
-        value_name: "NAME",
-        scope: Scope::Capture,
-        on_reload: OnReload::Restart,
-        help: "The hostName on captured rows and in uploaded paths (host=NAME), instead of the machine's name (containers, test hosts).",
-        default_doc: "the machine's name (`/proc/sys/kernel/hostname`)",
-        unset_note: "the machine's name",
-        example: "web-1",
-    }
-    /// Object storage every exported file is uploaded to; `None`: none.
-    remote: Option<String> = None, values::OPTIONAL_REMOTE, {
-        name: "export.remote",
-        env: "FLOWSQL_EXPORT_REMOTE",
-        fallback_env: None,
-        flag: "--export-remote",
-        value_name: "URL",
-        scope: Scope::Capture,
-        on_reload: OnReload::Restart,
-        help: "Upload each exported Parquet file, once, to s3://BUCKET/PREFIX/<table>/host=<hostName>/date=.../hour=.../ (credentials from the usual AWS chain).",
-        default_doc: "no upload",
-        unset_note: "no upload",
-        example: "s3://flows/fleet",
-    }
-    /// An S3-compatible endpoint instead of AWS's; `None`: AWS (or
-    /// `AWS_ENDPOINT_URL`).
-    remote_endpoint: Option<String> = None, values::OPTIONAL_ENDPOINT, {
-        name: "export.remote_endpoint",
-        env: "FLOWSQL_EXPORT_REMOTE_ENDPOINT",
-        fallback_env: Some("AWS_ENDPOINT_URL"),
-        flag: "--export-remote-endpoint",
-        value_name: "URL",
-        scope: Scope::Capture,
-        on_reload: OnReload::Restart,
-        help: "The endpoint of an S3-compatible store (MinIO, Ceph, ...) for export.remote, e.g. http://127.0.0.1:9000.",
-        default_doc: "AWS's endpoint for the region",
-        unset_note: "AWS's endpoint for the region",
-        example: "http://127.0.0.1:9000",
-    }
     name_cache_max_addresses: usize = flowsql_capture::dns::NameCacheConfig::default().max_addresses, values::COUNT, {
         name: "capture.name_cache.max_addresses",
         env: "FLOWSQL_NAME_CACHE_MAX_ADDRESSES",
@@ -358,6 +329,36 @@ settings! {
         unset_note: "",
         example: "1MiB",
     }
+    /// Object storage every exported file is uploaded to; `None`: none.
+    remote: Option<String> = None, values::OPTIONAL_REMOTE, {
+        name: "export.remote",
+        env: "FLOWSQL_EXPORT_REMOTE",
+        fallback_env: None,
+        flag: "--export-remote",
+        value_name: "URL",
+        scope: Scope::Capture,
+        on_reload: OnReload::Restart,
+        help: "Upload each exported Parquet file, once, to s3://BUCKET/PREFIX/<table>/host=<hostName>/date=.../hour=.../ (credentials from the usual AWS chain).",
+        default_doc: "no upload",
+        unset_note: "no upload",
+        example: "s3://flows/fleet",
+    }
+    /// An S3-compatible endpoint instead of AWS's; `None`: AWS (or
+    /// `AWS_ENDPOINT_URL`).
+    remote_endpoint: Option<String> = None, values::OPTIONAL_ENDPOINT, {
+        name: "export.remote_endpoint",
+        env: "FLOWSQL_EXPORT_REMOTE_ENDPOINT",
+        fallback_env: Some("AWS_ENDPOINT_URL"),
+        flag: "--export-remote-endpoint",
+        value_name: "URL",
+        scope: Scope::Capture,
+        on_reload: OnReload::Restart,
+        help: "The endpoint of an S3-compatible store (MinIO, Ceph, ...) for export.remote, e.g. http://127.0.0.1:9000.",
+        default_doc: "AWS's endpoint for the region",
+        unset_note: "AWS's endpoint for the region",
+        example: "http://127.0.0.1:9000",
+    }
+
     /// A level or a `tracing` filter (`info`, `flowsql_capture=debug`).
     log_level: String = super::DEFAULT_LOG_LEVEL.to_owned(), values::LOG_LEVEL, {
         name: "log.level",

@@ -146,7 +146,7 @@ fn file_errors_name_the_file_the_key_and_the_reason() {
             "[capture]\nexprt_every = \"5m\"",
             "capture.exprt_every: unknown key (known in [capture]: cgroup, ring_buffer_bytes, export_every, retain, metrics_addr, shutdown_timeout, [capture.name_cache])",
         ),
-        ("colour = \"blue\"", "colour: unknown key (known at the top level: data_dir, [capture], [log])"),
+        ("colour = \"blue\"", "colour: unknown key (known at the top level: data_dir, host_name, [capture], [export], [log])"),
         ("capture = 1", "capture: must be a table ([capture])"),
         (
             "[capture]\nring_buffer_bytes = 5000",
@@ -290,5 +290,5 @@ fn the_printed_configuration_reads_back_the_same() {
 
 #[test]
 fn the_tables_of_the_file_come_from_the_keys() {
-    assert_eq!(keys::tables(), ["capture", "capture.name_cache", "log"]);
+    assert_eq!(keys::tables(), ["capture", "capture.name_cache", "export", "log"]);
 }
