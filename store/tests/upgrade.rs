@@ -108,14 +108,42 @@ fn an_old_data_directory_upgrades_in_place_keeping_every_flow_once() {
     assert!(!tables.iter().any(|t| t == "flows" || t == "flow_ids"), "{tables:?}");
 }
 
+/// `flows` as JSON lines, sorted.
+fn lines_of(batches: &[flowsql_store::RecordBatch]) -> Vec<String> {
+    let mut lines: Vec<String> = batches
+        .iter()
+        .flat_map(|b| flows_from_batch(b).expect("valid batch"))
+        .map(|f| serde_json::to_string(&f).expect("json"))
+        .collect();
+    lines.sort();
+    lines
+}
+
 #[test]
 fn an_upgraded_directory_exports_its_old_hot_rows_once() {
     let dir = Copy::of_fixture("export");
     let expected = expected_lines(dir.path());
     let mut store = Store::open(dir.path()).expect("the upgrade");
+    assert_eq!(stored_lines(&store), expected);
+    // The rows still hot go to files of today's format: their times to the
+    // microsecond (the old capture's nanoseconds rounded down), the rest
+    // of each row as it was. The old files keep their nanoseconds.
+    let hot = store.hot_flows(TimeRange::ALL).expect("hot rows");
+    let hot_lines = lines_of(&hot);
+    assert_eq!(hot_lines.len(), 104);
+    let mut exported: Vec<flowsql_event::FlowBegin> =
+        hot.iter().flat_map(|b| flows_from_batch(b).expect("valid batch")).collect();
+    for flow in &mut exported {
+        flow.timestamp_ns = flow.timestamp_ns.div_euclid(1000) * 1000;
+    }
+    let mut after: Vec<String> = expected.iter().filter(|l| !hot_lines.contains(l)).cloned().collect();
+    after.extend(exported.iter().map(|f| serde_json::to_string(f).expect("json")));
+    after.sort();
+    assert!(after != expected, "some old hot times have nanoseconds");
+
     let report = store.export(&flowsql_store::ExportOptions::up_to(i64::MAX), &mut |_| {}).expect("export");
     assert_eq!(report.rows, 104);
     let status = store.status().expect("status");
     assert_eq!((status.hot_rows, status.cold_rows), (0, 307));
-    assert_eq!(stored_lines(&store), expected);
+    assert_eq!(stored_lines(&store), after);
 }

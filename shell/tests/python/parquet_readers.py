@@ -47,7 +47,7 @@ def with_pyarrow(root):
     table = ds.dataset(root, format="parquet", partitioning="hive").to_table()
     schema = [[f.name, str(f.type)] for f in table.schema]
     table = table.set_column(
-        table.schema.get_field_index("timestamp"), "timestamp", table.column("timestamp").cast(pa.int64())
+        table.schema.get_field_index("timestamp"), "timestamp", table.column("timestamp").cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64())
     )
     return {"schema": schema, "rows": normalize(table.to_pylist())}
 
@@ -60,7 +60,7 @@ def with_pandas(root):
     lists = [v for v in df["dstDomains"] if len(v)]
     list_type = type(lists[0]).__name__ if lists else None
     element = type(lists[0][0]).__name__ if lists else None
-    df["timestamp"] = df["timestamp"].astype("int64")
+    df["timestamp"] = df["timestamp"].astype("datetime64[ns, UTC]").astype("int64")
     rows = []
     for r in df.to_dict("records"):
         r["date"] = str(r["date"])
