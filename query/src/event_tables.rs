@@ -208,6 +208,7 @@ impl TableProvider for EventTableProvider {
                 .with_statistics(statistics)
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)
+                .with_expr_adapter(Some(Arc::new(crate::file_columns::FileColumns)))
                 .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }

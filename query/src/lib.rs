@@ -24,6 +24,7 @@
 
 pub mod event_tables;
 pub mod fast_date_trunc;
+pub mod file_columns;
 pub mod functions;
 pub mod hot_scan;
 pub mod identifiers;

@@ -1,0 +1,167 @@
+//! How a Parquet file's columns become the table's: DataFusion's own
+//! adapter (columns matched by name, cast to the table's types: a
+//! microsecond file time to nanoseconds, an `element` list to the table's
+//! list), plus the two things it does not do for flowsql's files:
+//!
+//! - a signed 64-bit file column of an unsigned table column (cgroupId,
+//!   flowId, byte counts; see `flowsql_store::cold`) is read as the same
+//!   bits, not cast: a value at or above 2^63 (written by an older capture)
+//!   comes back as it was instead of failing the query;
+//! - a column the file lacks (added after the file was written, such as
+//!   `flowId` in a flowsql 0.1 file) that the table says is never NULL
+//!   reads as its type's zero or empty value, as the store's own reader
+//!   fills it (`EventTable::conform`).
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray, UInt64Array, new_empty_array};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column, lit};
+use datafusion::physical_expr_adapter::{
+    DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
+};
+
+/// The adapter factory of flowsql's cold files (see the module
+/// documentation).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileColumns;
+
+impl PhysicalExprAdapterFactory for FileColumns {
+    fn create(&self, logical: SchemaRef, physical: SchemaRef) -> Result<Arc<dyn PhysicalExprAdapter>> {
+        let inner = DefaultPhysicalExprAdapterFactory.create(Arc::clone(&logical), Arc::clone(&physical))?;
+        Ok(Arc::new(FileColumnsAdapter { logical, physical, inner }))
+    }
+}
+
+#[derive(Debug)]
+struct FileColumnsAdapter {
+    logical: SchemaRef,
+    physical: SchemaRef,
+    inner: Arc<dyn PhysicalExprAdapter>,
+}
+
+impl PhysicalExprAdapter for FileColumnsAdapter {
+    fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
+        // Columns the file lacks but the table never has NULL in: a value.
+        let filled = expr
+            .transform(|e| {
+                let Some(column) = e.downcast_ref::<Column>() else { return Ok(Transformed::no(e)) };
+                if self.physical.index_of(column.name()).is_ok() {
+                    return Ok(Transformed::no(e));
+                }
+                match self.logical.field_with_name(column.name()) {
+                    Ok(field) if !field.is_nullable() => Ok(Transformed::yes(lit(default_value(field.data_type())?))),
+                    _ => Ok(Transformed::no(e)),
+                }
+            })
+            .data()?;
+        let adapted = self.inner.rewrite(filled)?;
+        // Signed file columns of unsigned table columns: the same bits.
+        adapted
+            .transform(|e| {
+                let Some(cast) = e.downcast_ref::<CastExpr>() else { return Ok(Transformed::no(e)) };
+                let Some(column) = cast.expr().downcast_ref::<Column>() else { return Ok(Transformed::no(e)) };
+                let from = self.physical.field(column.index()).data_type();
+                if from == &DataType::Int64 && cast.cast_type() == &DataType::UInt64 {
+                    let child: Arc<dyn PhysicalExpr> = Arc::new(column.clone());
+                    return Ok(Transformed::yes(Arc::new(SameBits { child })));
+                }
+                Ok(Transformed::no(e))
+            })
+            .data()
+    }
+}
+
+/// The zero or empty value of `data_type`.
+fn default_value(data_type: &DataType) -> Result<ScalarValue> {
+    Ok(match data_type {
+        DataType::Utf8 => ScalarValue::Utf8(Some(String::new())),
+        DataType::Utf8View => ScalarValue::Utf8View(Some(String::new())),
+        DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(String::new())),
+        DataType::Boolean => ScalarValue::Boolean(Some(false)),
+        DataType::List(item) => ScalarValue::List(Arc::new(ListArray::new(
+            Arc::clone(item),
+            OffsetBuffer::new(vec![0i32, 0].into()),
+            new_empty_array(item.data_type()),
+            None,
+        ))),
+        other => ScalarValue::new_zero(other)?,
+    })
+}
+
+/// A signed 64-bit value read as the unsigned one with the same bits.
+#[derive(Debug, Eq)]
+struct SameBits {
+    child: Arc<dyn PhysicalExpr>,
+}
+
+impl PartialEq for SameBits {
+    fn eq(&self, other: &Self) -> bool {
+        self.child.eq(&other.child)
+    }
+}
+
+impl Hash for SameBits {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.child.hash(state);
+    }
+}
+
+fn same_bits(array: &ArrayRef) -> ArrayRef {
+    let unsigned: UInt64Array =
+        array.as_primitive::<Int64Type>().unary(|v| u64::from_ne_bytes(v.to_ne_bytes()));
+    Arc::new(unsigned)
+}
+
+impl PhysicalExpr for SameBits {
+    fn data_type(&self, _input_schema: &Schema) -> Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn nullable(&self, input_schema: &Schema) -> Result<bool> {
+        self.child.nullable(input_schema)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        Ok(match self.child.evaluate(batch)? {
+            ColumnarValue::Array(array) if array.data_type() == &DataType::Int64 => {
+                ColumnarValue::Array(same_bits(&array))
+            }
+            ColumnarValue::Scalar(ScalarValue::Int64(v)) => {
+                ColumnarValue::Scalar(ScalarValue::UInt64(v.map(|v| u64::from_ne_bytes(v.to_ne_bytes()))))
+            }
+            other => other,
+        })
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.child]
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+        match children.pop() {
+            Some(child) if children.is_empty() => Ok(Arc::new(SameBits { child })),
+            _ => Err(datafusion::error::DataFusionError::Internal("SameBits takes one child".into())),
+        }
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "same_bits_as_uint64(")?;
+        self.child.fmt_sql(f)?;
+        write!(f, ")")
+    }
+}
+
+impl fmt::Display for SameBits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "same_bits_as_uint64({})", self.child)
+    }
+}
