@@ -1,9 +1,14 @@
 """A real S3 protocol server on loopback for the upload tests (moto, from
-PyPI: .ci/requirements.txt), with authentication on: it makes one IAM user
-whose keys it prints, and refuses any other key.
+PyPI: .ci/requirements.txt).
+
+With `auth`, it makes one IAM user and refuses any other key (moto 5.2 then
+also refuses the user's own requests on keys holding '=', which every
+hive-partitioned name does: signature checks are only usable to test a wrong
+key); with `open`, any key is accepted.
 
 usage:
-  s3_server.py serve PORT BUCKET     prints {"key": ..., "secret": ...} on one
+  s3_server.py serve PORT BUCKET auth|open
+                                     prints {"key": ..., "secret": ...} on one
                                      line, then serves until stdin closes; every
                                      request is logged on stderr (method, path,
                                      status), the test's request log
@@ -18,16 +23,26 @@ import os
 import sys
 
 
-def serve(port, bucket):
-    # The first four requests (below) make the user and the bucket; every
-    # later one must be signed with the user's key.
-    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "4"
+def serve(port, bucket, mode):
+    if mode == "auth":
+        # The first four requests (below) make the user and the bucket;
+        # every later one must be signed with the user's key.
+        os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "4"
     from moto.server import ThreadedMotoServer
     import boto3
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(port))
+    # Its banner goes to the log: stdout carries only the keys.
+    stdout, sys.stdout = sys.stdout, sys.stderr
     server.start()
+    sys.stdout = stdout
     url = f"http://127.0.0.1:{port}"
+    if mode != "auth":
+        client(url, "flowsql", "flowsql").create_bucket(Bucket=bucket)
+        print(json.dumps({"key": "flowsql", "secret": "flowsql"}), flush=True)
+        sys.stdin.read()
+        server.stop()
+        return
     anyone = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
     iam = boto3.client("iam", **anyone)
     iam.create_user(UserName="flowsql")
