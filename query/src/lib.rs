@@ -25,6 +25,7 @@
 pub mod event_tables;
 pub mod fast_date_trunc;
 pub mod file_columns;
+pub mod fleet;
 pub mod functions;
 pub mod hot_scan;
 pub mod identifiers;
@@ -177,7 +178,29 @@ fn describe_table(name: &str) -> &'static str {
     }
 }
 
-/// A SQL session over one data directory.
+/// A context with flowsql's settings and functions, and no tables yet.
+fn base_context(target_partitions: Option<usize>) -> SessionContext {
+    let mut config = SessionConfig::new().with_information_schema(true);
+    // A join whose smaller side (e.g. the domains of an hour, tens of
+    // thousands of rows) fits these bounds builds one hash table and
+    // streams the flows past it, instead of repartitioning millions of
+    // flows by hash first (DataFusion's defaults: 1 MB, 128K rows).
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.hash_join_single_partition_threshold = 128 << 20;
+    optimizer.hash_join_single_partition_threshold_rows = 1 << 20;
+    if let Some(partitions) = target_partitions {
+        config = config.with_target_partitions(partitions.max(1));
+    }
+    let ctx = SessionContext::new_with_config(config);
+    for function in functions::all() {
+        ctx.register_udf(function);
+    }
+    // Replaces DataFusion's date_trunc (same name, same results).
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(fast_date_trunc::FastDateTrunc::new()));
+    ctx
+}
+
+/// A SQL session over one data directory (or a fleet's files).
 pub struct Session {
     ctx: SessionContext,
     columns: ColumnNames,
@@ -198,24 +221,7 @@ impl Session {
         let store = open_for_reading(&options.data_dir, &options.event_tables)
             .map_err(|source| QueryError::Open { dir, source: Box::new(source) })?;
         let reader = Arc::new(StoreReader::new(store));
-        let mut config = SessionConfig::new().with_information_schema(true);
-
-        // A join whose smaller side (e.g. the domains of an hour, tens of
-        // thousands of rows) fits these bounds builds one hash table and
-        // streams the flows past it, instead of repartitioning millions of
-        // flows by hash first (DataFusion's defaults: 1 MB, 128K rows).
-        let optimizer = &mut config.options_mut().optimizer;
-        optimizer.hash_join_single_partition_threshold = 128 << 20;
-        optimizer.hash_join_single_partition_threshold_rows = 1 << 20;
-        if let Some(partitions) = options.target_partitions {
-            config = config.with_target_partitions(partitions.max(1));
-        }
-        let ctx = SessionContext::new_with_config(config);
-        for function in functions::all() {
-            ctx.register_udf(function);
-        }
-        // Replaces DataFusion's date_trunc (same name, same results).
-        ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(fast_date_trunc::FastDateTrunc::new()));
+        let ctx = base_context(options.target_partitions);
         let mut tables: Vec<TableInfo> = options
             .event_tables
             .iter()
@@ -260,6 +266,30 @@ impl Session {
             "capture_stats",
             Arc::new(StoreTableProvider::new(StoreTable::CaptureStats, reader)),
         )?;
+        let columns =
+            ColumnNames::new(tables.iter().flat_map(|t| t.schema.fields().iter().map(|f| f.name().as_str())));
+        Ok(Session { ctx, columns, tables })
+    }
+
+    /// A session over the files a fleet uploaded to object storage
+    /// ([`fleet`]): its event tables only (each host's `domains` and
+    /// `capture_stats` stay in its data directory).
+    pub fn open_fleet(
+        source: fleet::FleetSource,
+        event_tables: &[EventTable],
+        target_partitions: Option<usize>,
+    ) -> Result<Session, QueryError> {
+        let ctx = base_context(target_partitions);
+        ctx.register_object_store(source.url.as_ref(), Arc::clone(&source.store));
+        let mut tables = Vec::new();
+        for table in event_tables {
+            tables.push(TableInfo {
+                name: table.name(),
+                schema: view_types::with_view_types(table.schema()),
+                description: describe_table(table.name()),
+            });
+            ctx.register_table(table.name(), Arc::new(fleet::FleetTableProvider::new(table.clone(), source.clone())))?;
+        }
         let columns =
             ColumnNames::new(tables.iter().flat_map(|t| t.schema.fields().iter().map(|f| f.name().as_str())));
         Ok(Session { ctx, columns, tables })

@@ -144,6 +144,10 @@ pub struct ShellArgs {
 
     #[command(flatten)]
     pub cgroup: SettingFlags<ShellCgroupFlag>,
+
+    /// Query the files a fleet uploaded (export.remote) instead of the data directory: s3://BUCKET/PREFIX.
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
 }
 
 #[cfg(feature = "sql")]
@@ -161,6 +165,10 @@ pub struct QueryArgs {
     /// How to print results.
     #[arg(long, value_name = "FORMAT", default_value = "table")]
     pub format: crate::output::OutputMode,
+
+    /// Query the files a fleet uploaded (export.remote) instead of the data directory: s3://BUCKET/PREFIX.
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
 
     #[command(flatten)]
     pub store: SettingFlags<DataDirFlags>,

@@ -7,6 +7,8 @@ mod capture;
 mod config;
 mod export;
 #[cfg(feature = "sql")]
+mod fleet;
+#[cfg(feature = "sql")]
 mod query;
 #[cfg(feature = "sql")]
 mod shell;

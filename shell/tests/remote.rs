@@ -226,6 +226,53 @@ fn two_hosts_upload_each_file_exactly_once_and_pyarrow_reads_the_bucket() {
     assert_eq!(read["byPartition"]["web-1"]["web-1"], a_flows.len() as u64, "{read}");
     assert_eq!(read["byPartition"]["db_2"]["db/2"], b_flows.len() as u64, "{read}");
     assert_eq!(read["timestamp"], "timestamp[us, tz=UTC]");
+
+    // flowsql over the bucket: each host's flows exactly.
+    let query = |sql: &str| {
+        let mut env = upload_env(&server, &endpoint, "querier", &server.secret);
+        env.retain(|(name, _)| *name != "FLOWSQL_EXPORT_REMOTE");
+        let data = tmp.path().join("querier");
+        let data = data.to_str().expect("UTF-8");
+        let out = flowsql(&["query", "--data-dir", data, "--format", "csv", "--source", "s3://flows/fleet", sql], &env);
+        assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let out = query("SELECT hostName, count(*) AS n FROM flows GROUP BY hostName ORDER BY hostName");
+    assert_eq!(out, format!("hostName,n\ndb/2,{}\nweb-1,{}\n", b_flows.len(), a_flows.len()));
+    let out = query("SELECT count(*) FROM flows WHERE hostName = 'db/2'");
+    assert_eq!(out.lines().nth(1), Some(b_flows.len().to_string().as_str()));
+
+    // An hour's query reads that hour's objects and no other.
+    let hour = synthetic::BASE_NS + 3_600_000_000_000;
+    let in_hour = |flows: &[FlowBegin]| {
+        flows.iter().filter(|f| f.timestamp_ns >= hour && f.timestamp_ns < hour + 3_600_000_000_000).count()
+    };
+    let before = server.requests().len();
+    let out = query(
+        "SELECT count(*) FROM flows WHERE timestamp >= '2026-01-01T01:00:00Z' AND timestamp < '2026-01-01T02:00:00Z'",
+    );
+    assert_eq!(out.lines().nth(1), Some((in_hour(&a_flows) + in_hour(&b_flows)).to_string().as_str()));
+    let requests: Vec<String> = server.requests()[before..].to_vec();
+    let reads: Vec<&String> = requests.iter().filter(|r| r.starts_with("GET /flows/fleet/")).collect();
+    assert!(!reads.is_empty(), "{requests:?}");
+    for read in &reads {
+        assert!(read.contains("/date=2026-01-01/hour=01/"), "a read outside the hour: {read}\n{requests:?}");
+    }
+    for list in requests.iter().filter(|r| r.starts_with("GET /flows?")) {
+        assert!(
+            list.contains("hour%3D01") || list.contains("hour=01") || (list.contains("delimiter") && !list.contains("date")),
+            "a listing outside the hour: {list}\n{requests:?}"
+        );
+    }
+    // One host, one hour: that host's objects of that hour alone.
+    let before = server.requests().len();
+    let out = query(
+        "SELECT count(*) FROM flows WHERE hostName = 'web-1' AND timestamp >= '2026-01-01T01:00:00Z' AND timestamp < '2026-01-01T02:00:00Z'",
+    );
+    assert_eq!(out.lines().nth(1), Some(in_hour(&a_flows).to_string().as_str()));
+    for read in server.requests()[before..].iter().filter(|r| r.starts_with("GET /flows/fleet/")) {
+        assert!(read.contains("/host=web-1/date=2026-01-01/hour=01/"), "{read}");
+    }
 }
 
 #[test]

@@ -29,7 +29,10 @@ pub fn run(args: QueryArgs, config: &Config) -> anyhow::Result<ExitCode> {
         None => None,
     };
     // Cheap: no flow is read until a query runs.
-    let session = Session::open(SessionOptions::new(&dir))?;
+    let session = match &args.source {
+        Some(url) => super::fleet::open(url, config)?,
+        None => Session::open(SessionOptions::new(&dir))?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

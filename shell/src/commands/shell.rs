@@ -15,6 +15,10 @@ use crate::repl::{self, ReplOptions};
 
 pub fn run(args: ShellArgs, config: Config) -> anyhow::Result<ExitCode> {
     let dir = config.data_dir()?;
+    if args.source.is_some() && args.capture {
+        anyhow::bail!("--source queries the fleet's uploaded files: it cannot be combined with --capture");
+    }
+    let fleet_config = config.clone();
     let watched = config
         .cgroup
         .value
@@ -44,7 +48,10 @@ pub fn run(args: ShellArgs, config: Config) -> anyhow::Result<ExitCode> {
         open_flows,
         ..SessionOptions::new(&dir)
     };
-    let session = Session::open(options)?;
+    let session = match &args.source {
+        Some(url) => super::fleet::open(url, &fleet_config)?,
+        None => Session::open(options)?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
