@@ -333,3 +333,100 @@ fn a_store_that_is_down_keeps_files_queued_until_it_is_back() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(server.objects(), expected_objects(&dir, "web-1"));
 }
+
+/// A TCP proxy to `upstream` that forwards everything, except that it
+/// stalls the `stall_at`-th `PUT` (counting from 1) after its headers and a
+/// few bytes of its body, and says so on the channel: an upload in flight
+/// for as long as the test wants.
+fn stalling_proxy(upstream: u16, stall_at: usize) -> (u16, std::sync::mpsc::Receiver<()>) {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stalled, stalls) = std::sync::mpsc::channel();
+    let puts = std::sync::Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+            let (mut client_back, mut server_back) =
+                (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_back, &mut client_back);
+            });
+            let stalled = stalled.clone();
+            let puts = std::sync::Arc::clone(&puts);
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 64 * 1024];
+                loop {
+                    let Ok(n) = client.read(&mut buffer) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    let chunk = &buffer[..n];
+                    if chunk.starts_with(b"PUT ") && puts.fetch_add(1, Ordering::SeqCst) + 1 == stall_at {
+                        let head = chunk.windows(4).position(|w| w == b"\r\n\r\n").map_or(n, |p| p + 4);
+                        let _ = server.write_all(&chunk[..(head + 16).min(n)]);
+                        let _ = stalled.send(());
+                        // Hold the rest until the client goes away.
+                        while client.read(&mut buffer).is_ok_and(|n| n > 0) {}
+                        return;
+                    }
+                    if server.write_all(chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, stalls)
+}
+
+#[test]
+fn sigkill_during_an_upload_then_a_restart_leaves_every_file_once_and_nothing_partial() {
+    let tmp = TempDir::new("remote-kill");
+    let server = S3Server::start(tmp.path());
+    let (dir, _) = data_dir(tmp.path(), "web-1", 5, 30_000);
+    let dir_text = dir.to_str().expect("UTF-8");
+    let (proxy, stalls) = stalling_proxy(server.port, 2);
+    let through_proxy = format!("http://127.0.0.1:{proxy}");
+    let env = upload_env(&server, &through_proxy, "web-1", &server.secret);
+    let mut command = Command::new(FLOWSQL);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("FLOWSQL_") || name.starts_with("AWS_") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .args(["export", "--data-dir", dir_text])
+        .envs(env.iter().copied())
+        .env("HOME", "/nonexistent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flowsql runs");
+    // The second file's PUT is on its way: kill -9.
+    stalls.recv_timeout(std::time::Duration::from_secs(60)).expect("the second upload started");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let expected = expected_objects(&dir, "web-1");
+    assert_eq!(expected.len(), 3);
+    let after_kill = server.objects();
+    assert_eq!(after_kill.len(), 1, "the first file only, whole: {after_kill:?}");
+    for (key, size) in &after_kill {
+        assert_eq!(expected.get(key), Some(size), "no partial object: {key}");
+    }
+    assert_eq!(status(&dir)["upload"]["backlogFiles"], 2);
+
+    // Restart (straight to the store): the rest goes up, nothing twice.
+    let direct = server.url();
+    let out = flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &direct, "web-1", &server.secret));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("uploaded 2 files"), "{}", text(&out.stdout));
+    assert_eq!(server.objects(), expected);
+    let puts: Vec<String> = server.requests().into_iter().filter(|r| r.starts_with("PUT /flows/fleet/")).collect();
+    assert_eq!(puts.len(), 3, "one complete PUT per file: {puts:?}");
+}
