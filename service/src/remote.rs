@@ -21,9 +21,9 @@
 //! An unreachable or refusing store never blocks the capture or the local
 //! export: the uploader is a thread of its own that works from the manifest.
 //! After a failure it waits (1 s, doubling up to 5 min) and tries the same
-//! file again; the error is logged once when it starts (and when it
-//! changes), recorded for `flowsql status` and counted in the metrics, and
-//! logged again when uploads recover. Local retention keeps every file not
+//! file again; the error is logged once when failures start, recorded for
+//! `flowsql status` at every attempt and shown in the metrics, and the
+//! recovery is logged when uploads work again. Local retention keeps every file not
 //! uploaded yet.
 //!
 //! # Credentials
@@ -394,7 +394,9 @@ fn upload_loop(mut store: Store, runtime: &tokio::runtime::Runtime, remote: &Rem
             }
             Err(e) => {
                 let error = crate::error_chain(&e);
-                if failing.as_deref() != Some(error.as_str()) {
+                // Once when failures start (a message holds timings, so
+                // it differs at every attempt); the attempts after at debug.
+                if failing.is_none() {
                     tracing::warn!(
                         retry_in = %humantime::format_duration(backoff),
                         "upload failed, files stay queued: {error}"

@@ -339,10 +339,15 @@ fn a_store_that_is_down_keeps_files_queued_until_it_is_back() {
 /// few bytes of its body, and says so on the channel: an upload in flight
 /// for as long as the test wants.
 fn stalling_proxy(upstream: u16, stall_at: usize) -> (u16, std::sync::mpsc::Receiver<()>) {
+    proxy_on(0, upstream, stall_at)
+}
+
+/// [`stalling_proxy`] listening on `port` (0: any).
+fn proxy_on(port: u16, upstream: u16, stall_at: usize) -> (u16, std::sync::mpsc::Receiver<()>) {
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (stalled, stalls) = std::sync::mpsc::channel();
     let puts = std::sync::Arc::new(AtomicUsize::new(0));
@@ -429,4 +434,126 @@ fn sigkill_during_an_upload_then_a_restart_leaves_every_file_once_and_nothing_pa
     assert_eq!(server.objects(), expected);
     let puts: Vec<String> = server.requests().into_iter().filter(|r| r.starts_with("PUT /flows/fleet/")).collect();
     assert_eq!(puts.len(), 3, "one complete PUT per file: {puts:?}");
+}
+
+/// The metrics page of a capture.
+fn scrape(addr: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    stream
+        .write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the response");
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}
+
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A capture (root, eBPF) whose store is down for a while: it captures and
+/// exports on, the backlog shows in `flowsql status` and the metrics, the
+/// failure is logged once while the uploader backs off, and every file goes
+/// up once the store is back.
+#[test]
+fn a_capture_uploads_its_backlog_once_the_store_is_back() {
+    use std::time::{Duration, Instant};
+    let tmp = TempDir::new("remote-capture");
+    let server = S3Server::start(tmp.path());
+    let dir = tmp.path().join("data");
+    let dir_text = dir.to_str().expect("UTF-8").to_owned();
+    // Nothing listens here until the store comes back.
+    let store_port = free_port();
+    let endpoint = format!("http://127.0.0.1:{store_port}");
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut env = upload_env(&server, &endpoint, "cap-1", &server.secret);
+    env.push(("FLOWSQL_LOG_LEVEL", "info"));
+    let mut command = Command::new(FLOWSQL);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("FLOWSQL_") || name.starts_with("AWS_") || name == "RUST_LOG" || name == "NOTIFY_SOCKET" {
+            command.env_remove(name);
+        }
+    }
+    let log_path = tmp.path().join("capture.log");
+    let mut capture = command
+        .args(["capture", "--data-dir", &dir_text, "--export-every", "1s", "--metrics-addr", &metrics_addr])
+        .envs(env.iter().copied())
+        .env("HOME", "/nonexistent")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("flowsql capture starts");
+    struct Stop<'a>(&'a mut Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let capture = Stop(&mut capture);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let wait = |what: &str, timeout: Duration, mut done: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not after {timeout:?}; log:\n{}", log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("the uploader starts", Duration::from_secs(30), Box::new(|| log().contains("uploading exported files")));
+    // Connections on loopback for a few seconds: flows, exported every second.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let target = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    let traffic = std::thread::spawn(move || {
+        for _ in 0..30 {
+            for _ in 0..5 {
+                let _ = std::net::TcpStream::connect(target);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    wait(
+        "exported files waiting for the store",
+        Duration::from_secs(30),
+        Box::new(|| {
+            let s = status(&dir);
+            s["upload"]["backlogFiles"].as_u64().is_some_and(|n| n >= 2) && s["upload"]["error"].is_string()
+        }),
+    );
+    let page = scrape(&metrics_addr);
+    assert!(metric(&page, "flowsql_upload_backlog_files").is_some_and(|n| n >= 2.0), "{page}");
+    assert_eq!(metric(&page, "flowsql_upload_last_attempt_failed"), Some(1.0), "{page}");
+    let s = status(&dir);
+    assert!(s["cold"]["rows"].as_u64().is_some_and(|n| n > 0), "the local export goes on: {s}");
+    assert!(s["upload"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{s}");
+    traffic.join().expect("traffic");
+    // Backing off, the failure is logged once, not at every attempt.
+    std::thread::sleep(Duration::from_secs(4));
+    let failures = log().lines().filter(|l| l.contains("upload failed, files stay queued")).count();
+    assert_eq!(failures, 1, "one warning while failing:\n{}", log());
+    assert!(server.objects().is_empty());
+
+    // The store comes back.
+    let _proxy = proxy_on(store_port, server.port, usize::MAX);
+    wait(
+        "the backlog goes up",
+        Duration::from_secs(60),
+        Box::new(|| status(&dir)["upload"]["backlogFiles"] == 0),
+    );
+    assert!(log().contains("uploads recovered"), "{}", log());
+    wait(
+        "the bucket holds every exported file once",
+        Duration::from_secs(30),
+        Box::new(|| server.objects() == expected_objects(&dir, "cap-1")),
+    );
+    let puts = server.requests().into_iter().filter(|r| r.starts_with("PUT /flows/fleet/")).count();
+    assert_eq!(puts, server.objects().len(), "one PUT per file");
+    drop(capture);
 }
