@@ -52,6 +52,8 @@ pub enum Command {
     Query(QueryArgs),
     /// Print the configuration in effect (TOML), with where each value comes from.
     Config(ConfigArgs),
+    /// Serve a web view of the flows (service map, timeline, SQL) over HTTP, on loopback by default.
+    Serve(ServeArgs),
     /// Test harness only: write generated flows through the store writer and the scheduled export.
     #[command(hide = true)]
     StoreStress(StoreStressArgs),
@@ -178,6 +180,34 @@ pub struct ShellArgs {
     /// the unified hierarchy, i.e. the whole host.
     #[arg(long, value_name = "PATH", requires = "capture")]
     pub cgroup: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: DataDirArgs,
+
+    /// Record flows in this process while serving (needs root, or CAP_BPF and
+    /// CAP_NET_ADMIN): the timeline and the map follow them as they arrive.
+    #[arg(long)]
+    pub capture: bool,
+
+    /// With --capture: the cgroup v2 directory to watch. Default: the whole host.
+    #[arg(long, value_name = "PATH", requires = "capture")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Address to listen on. A loopback address (127.0.0.0/8, ::1, localhost) needs no token;
+    /// any other needs the token, FLOWSQL_SERVE_TOKEN or a random one printed at start.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8686")]
+    pub listen: String,
+
+    /// Rows a SQL view result may have at most (a larger result is refused).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_rows: usize,
+
+    /// Time a statement of the SQL view (or a view's query) may take at most.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub query_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,9 @@ mod capture;
 mod config;
 mod data_dir;
 mod export;
+mod in_process;
 mod query;
+mod serve;
 mod shell;
 mod status;
 mod store_stress;
@@ -24,6 +26,7 @@ pub fn run(cli: Cli, config: Config, logging: Logging) -> anyhow::Result<ExitCod
         Command::Export(args) => export::run(args, &config),
         Command::Status(args) => status::run(args, &config),
         Command::Config(_) => config::run(&config),
+        Command::Serve(args) => serve::run(args, &config),
         Command::StoreStress(args) => store_stress::run(args),
     }
 }
@@ -42,6 +45,15 @@ pub fn capture_flags(command: &Command) -> (Option<std::path::PathBuf>, Option<C
         Command::Config(args) => (None, Some(args.settings.clone())),
         // The shell's --capture uses the capture settings; --cgroup is its own.
         Command::Shell(args) => (
+            None,
+            Some(CaptureSettingsArgs {
+                store: args.store.clone(),
+                cgroup: args.cgroup.clone(),
+                ..CaptureSettingsArgs::default()
+            }),
+        ),
+        // Like the shell's: --capture uses the capture settings.
+        Command::Serve(args) => (
             None,
             Some(CaptureSettingsArgs {
                 store: args.store.clone(),

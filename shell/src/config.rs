@@ -149,7 +149,7 @@ pub const KEYS: &[Key] = &[
 const SECTIONS: &[&str] = &["capture", "capture.name_cache", "log"];
 
 /// `FLOWSQL_*` variables that are not settings but are known.
-const OTHER_VARIABLES: &[&str] = &["FLOWSQL_CONFIG", "FLOWSQL_HISTORY"];
+const OTHER_VARIABLES: &[&str] = &["FLOWSQL_CONFIG", "FLOWSQL_HISTORY", "FLOWSQL_SERVE_TOKEN"];
 const OTHER_PREFIXES: &[&str] = &["FLOWSQL_BENCH_", "FLOWSQL_TEST_"];
 
 /// The default log level.
@@ -428,7 +428,7 @@ impl Config {
                 || OTHER_PREFIXES.iter().any(|p| name.starts_with(p));
             if !known {
                 anyhow::bail!(
-                    "{name}: unknown environment variable (flowsql reads {}, FLOWSQL_CONFIG and FLOWSQL_HISTORY)",
+                    "{name}: unknown environment variable (flowsql reads {}, FLOWSQL_CONFIG, FLOWSQL_HISTORY and FLOWSQL_SERVE_TOKEN)",
                     KEYS.iter().map(|k| k.env).collect::<Vec<_>>().join(", ")
                 );
             }

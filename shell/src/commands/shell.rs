@@ -5,11 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use flowsql_capture::CaptureConfig;
-use flowsql_query::{LiveFlows, Session, SessionOptions};
-use flowsql_store::LiveRows;
+use flowsql_query::{Session, SessionOptions};
 
-use super::capture::{BackgroundCapture, CaptureRun, StoreSettings, export_schedule};
+use super::in_process::InProcessCapture;
 use crate::cli::ShellArgs;
 use crate::config::Config;
 use crate::repl::{self, ReplOptions};
@@ -18,45 +16,23 @@ pub fn run(args: ShellArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let dir = config.data_dir()?;
     // With --capture: attach first (and say why not, before any prompt),
     // then query the store and the capture's uncommitted rows together.
-    let live = args.capture.then(LiveRows::new);
-    let capture = match &live {
-        Some(live) => {
-            let run = CaptureRun {
-                config: CaptureConfig {
-                    cgroup: config.cgroup.value.clone(),
-                    ring_buffer_bytes: config.ring_buffer_bytes.value,
-                },
-                name_cache: config.name_cache(),
-                duration: None,
-                out: None,
-                store: Some(StoreSettings { dir: dir.clone(), schedule: export_schedule(config) }),
-                live: Some(Arc::clone(live)),
-                service: None,
-            };
-            Some(BackgroundCapture::start(run)?)
-        }
-        None => None,
-    };
-    let options = SessionOptions { live: live.map(|l| l as Arc<dyn LiveFlows>), ..SessionOptions::new(&dir) };
+    let capture = args.capture.then(|| InProcessCapture::start(config, &dir)).transpose()?;
+    let options = SessionOptions { live: capture.as_ref().map(|c| Arc::clone(&c.live)), ..SessionOptions::new(&dir) };
     let session = Session::open(options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
     if capture.is_some() {
-        let watched = config
-            .cgroup
-            .value
-            .as_deref()
-            .map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string());
         println!(
-            "capturing TCP connection begins of {watched} into {}: flows appear in `flows` at once",
+            "capturing TCP connection begins of {} into {}: flows appear in `flows` at once",
+            InProcessCapture::watched(config),
             dir.display()
         );
     }
     let result = runtime.block_on(repl::run(&session, ReplOptions::from_env()));
     if let Some(capture) = capture {
-        capture.stop().context("capture failed")?;
+        capture.capture.stop().context("capture failed")?;
     }
     result?;
     Ok(ExitCode::SUCCESS)
