@@ -52,6 +52,8 @@ pub struct AppState {
 impl AppState {
     pub fn new(session: Arc<Session>, limits: Limits, capturing: bool, feed: ChangeFeed) -> Self {
         let columns = Columns::of(&session);
+        // Names keep their place in the SQL, so that errors can say where.
+        session.context().state_ref().write().config_mut().options_mut().sql_parser.collect_spans = true;
         AppState { session, columns, limits, capturing, feed, queries: Semaphore::new(CONCURRENT_QUERIES) }
     }
 

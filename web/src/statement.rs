@@ -68,9 +68,18 @@ impl SqlError {
         SqlError::Refused { message: message.into() }
     }
 
+    /// The first line of the message (DataFusion adds candidate lists
+    /// below it), with the position the parser or the planner found.
     fn from_query(error: QueryError) -> Self {
-        let message = error.to_string();
-        let (line, column) = position(&message);
+        let text = error.to_string();
+        let message = text.lines().next().unwrap_or_default().trim_end().to_owned();
+        let (mut line, mut column) = position(&message);
+        if let QueryError::Sql(inner) = &error
+            && line.is_none()
+            && let Some(span) = inner.diagnostic().and_then(|d| d.span)
+        {
+            (line, column) = (Some(span.start.line), Some(span.start.column));
+        }
         match error {
             QueryError::Syntax(_) => SqlError::Syntax { message, line, column },
             _ => SqlError::Failed { message, line, column },
@@ -112,7 +121,7 @@ fn check_sql(statement: &SqlStatement) -> Result<(), SqlError> {
         | SqlStatement::ShowFunctions { .. }
         | SqlStatement::ExplainTable { .. } => Ok(()),
         SqlStatement::Explain { statement, .. } => check_sql(statement),
-        SqlStatement::SetVariable { .. } | SqlStatement::Set(_) => {
+        SqlStatement::Set(_) => {
             Err(SqlError::refused(format!("SET is refused: it changes settings; {READS}")))
         }
         other => {

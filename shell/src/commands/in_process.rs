@@ -13,10 +13,15 @@ use super::capture::{BackgroundCapture, CaptureRun, StoreSettings, export_schedu
 use crate::config::Config;
 
 /// A running in-process capture and the rows it has not committed yet.
-#[derive(Debug)]
 pub struct InProcessCapture {
     pub capture: BackgroundCapture,
     pub live: Arc<dyn LiveFlows>,
+}
+
+impl std::fmt::Debug for InProcessCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessCapture").field("live", &self.live).finish_non_exhaustive()
+    }
 }
 
 impl InProcessCapture {
