@@ -164,17 +164,22 @@ async fn map(State(state): Shared, Query(filters): Query<views::Filters>) -> Res
 
 async fn timeline(
     State(state): Shared,
+    Query(filters): Query<views::Filters>,
     Query(params): Query<TimelineParams>,
 ) -> Result<Json<views::TimelineView>, Failure> {
-    let range = params.filters.range(live::now_ms())?;
+    let range = filters.range(live::now_ms())?;
     let _permit = state.queries.acquire().await;
-    Ok(Json(views::timeline(&state.session, state.columns, &params, range, state.limits).await?))
+    Ok(Json(views::timeline(&state.session, state.columns, &filters, &params, range, state.limits).await?))
 }
 
-async fn flows(State(state): Shared, Query(params): Query<FlowsParams>) -> Result<Json<Table>, Failure> {
-    let range = params.filters.range(live::now_ms())?;
+async fn flows(
+    State(state): Shared,
+    Query(filters): Query<views::Filters>,
+    Query(params): Query<FlowsParams>,
+) -> Result<Json<Table>, Failure> {
+    let range = filters.range(live::now_ms())?;
     let _permit = state.queries.acquire().await;
-    Ok(Json(views::flows(&state.session, state.columns, &params, range, state.limits).await?))
+    Ok(Json(views::flows(&state.session, state.columns, &filters, &params, range, state.limits).await?))
 }
 
 #[derive(Deserialize)]

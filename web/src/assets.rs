@@ -22,6 +22,7 @@ macro_rules! asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
 
 /// Everything under `/assets/`.
 pub static ASSETS: &[Asset] = &[
@@ -33,6 +34,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("d3-quadtree.min.js", "vendor/d3-quadtree.min.js", JS),
     asset!("d3-timer.min.js", "vendor/d3-timer.min.js", JS),
     asset!("d3-force.min.js", "vendor/d3-force.min.js", JS),
+    asset!("favicon.svg", "favicon.svg", SVG),
 ];
 
 /// The page itself.
@@ -66,7 +68,11 @@ mod tests {
     #[test]
     fn types_are_declared() {
         for asset in ASSETS {
-            let expected = if asset.name.ends_with(".js") { JS } else { CSS };
+            let expected = match asset.name.rsplit('.').next() {
+                Some("js") => JS,
+                Some("css") => CSS,
+                _ => SVG,
+            };
             assert_eq!(asset.content_type, expected, "{}", asset.name);
         }
     }

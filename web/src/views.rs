@@ -338,10 +338,10 @@ pub enum Stack {
     Destination,
 }
 
+/// The timeline's own parameter (beside the [`Filters`]; serde cannot
+/// flatten numbers out of a query string).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct TimelineParams {
-    #[serde(flatten)]
-    pub filters: Filters,
     pub stack: Option<Stack>,
 }
 
@@ -388,9 +388,9 @@ pub fn timeline_sql(stack: Stack, predicate: &str, bucket_ms: i64) -> String {
         ),
         Stack::Destination => format!(
             "WITH f AS (SELECT {bucket} AS bucket, {REMOTE_KEY} AS remote FROM flows WHERE {predicate}), \
-                  top AS (SELECT remote FROM f GROUP BY remote ORDER BY count(*) DESC, remote LIMIT {TOP_DESTINATIONS}) \
-             SELECT f.bucket, top.remote AS series, count(*) AS flows \
-             FROM f LEFT JOIN top ON f.remote = top.remote GROUP BY 1, 2 ORDER BY 1, 2"
+                  leaders AS (SELECT remote FROM f GROUP BY remote ORDER BY count(*) DESC, remote LIMIT {TOP_DESTINATIONS}) \
+             SELECT f.bucket, leaders.remote AS series, count(*) AS flows \
+             FROM f LEFT JOIN leaders ON f.remote = leaders.remote GROUP BY 1, 2 ORDER BY 1, 2"
         ),
     }
 }
@@ -406,11 +406,12 @@ fn failed_sql(predicate: &str, bucket_ms: i64) -> String {
 pub async fn timeline(
     session: &Session,
     columns: Columns,
+    filters: &Filters,
     params: &TimelineParams,
     range: Range,
     limits: Limits,
 ) -> Result<TimelineView, SqlError> {
-    let predicate = params.filters.predicate(range)?;
+    let predicate = filters.predicate(range)?;
     let bucket_ms = bucket_ms(range);
     let first = range.since.div_euclid(bucket_ms) * bucket_ms;
     let count = ((range.until - 1 - first).div_euclid(bucket_ms) + 1).max(1) as usize;
@@ -459,11 +460,10 @@ pub async fn timeline(
     Ok(TimelineView { range, columns, bucket_ms, buckets, series, failed })
 }
 
-/// Which flows to list: those of a node, or of an edge.
+/// Which flows to list: those of a node, or of an edge (beside the
+/// [`Filters`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct FlowsParams {
-    #[serde(flatten)]
-    pub filters: Filters,
     pub local: Option<String>,
     pub remote: Option<String>,
 }
@@ -485,8 +485,8 @@ impl Table {
     }
 }
 
-pub fn flows_sql(columns: Columns, params: &FlowsParams, range: Range) -> Result<String, SqlError> {
-    let mut predicate = params.filters.predicate(range)?;
+pub fn flows_sql(columns: Columns, filters: &Filters, params: &FlowsParams, range: Range) -> Result<String, SqlError> {
+    let mut predicate = filters.predicate(range)?;
     if let Some(local) = &params.local {
         let _ = write!(predicate, " AND {} = {}", local_key(columns.attribution), literal(local));
     }
@@ -504,11 +504,12 @@ pub fn flows_sql(columns: Columns, params: &FlowsParams, range: Range) -> Result
 pub async fn flows(
     session: &Session,
     columns: Columns,
+    filters: &Filters,
     params: &FlowsParams,
     range: Range,
     limits: Limits,
 ) -> Result<Table, SqlError> {
-    let sql = flows_sql(columns, params, range)?;
+    let sql = flows_sql(columns, filters, params, range)?;
     let (schema, batches) = run_with_schema(session, &sql, limits).await?;
     Ok(Table::from_batches(&schema, &batches))
 }
