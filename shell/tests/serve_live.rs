@@ -93,7 +93,7 @@ fn a_connection_made_now_shows_within_3_s_and_hostile_names_are_text() {
     browser.screenshot(&screenshot_dir(FLOWSQL).join("live-timeline.png"));
 
     // Hostile names from real DNS answers, then connections to them.
-    browser.goto(&format!("{}/#view=map&last=15m&port={}", serve.base(), server.port));
+    browser.click("#tab-map");
     for (name, address) in [(HOSTILE, "127.0.0.50"), (HOSTILE_BARE, "127.0.0.51")] {
         let answered = resolve(&netpeer, client, name, &[]);
         assert_eq!(answered, [address.parse::<std::net::IpAddr>().expect("ip")], "{name}");

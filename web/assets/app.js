@@ -188,9 +188,11 @@
     const xs = nodes.map((n) => n.x || 0);
     const ys = nodes.map((n) => n.y || 0);
     const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
-    const pad = 70;
-    const sx = (x) => (x1 > x0 ? pad + ((x - x0) / (x1 - x0)) * (width - 2 * pad) : width / 2);
-    const sy = (y) => (y1 > y0 ? pad / 2 + ((y - y0) / (y1 - y0)) * (height - pad) : height / 2);
+    // Room for the labels: left of local nodes, right of remote ones.
+    const padX = Math.min(200, width / 4);
+    const padY = 30;
+    const sx = (x) => (x1 > x0 ? padX + ((x - x0) / (x1 - x0)) * (width - 2 * padX) : width / 2);
+    const sy = (y) => (y1 > y0 ? padY + ((y - y0) / (y1 - y0)) * (height - 2 * padY) : height / 2);
     const at = new Map();
     for (const n of nodes) {
       state.positions.set(n.id, { x: n.x, y: n.y });
@@ -200,7 +202,7 @@
     const weight = (e) => (data.columns.ends ? e.bytes || 0 : e.flows);
     const heaviest = Math.max(1, ...data.edges.map(weight));
     const defs = svg("defs");
-    const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "22", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" });
+    const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerUnits: "userSpaceOnUse", markerWidth: "10", markerHeight: "10", orient: "auto" });
     marker.appendChild(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrow" }));
     defs.appendChild(marker);
     box.appendChild(defs);
@@ -210,7 +212,11 @@
       const a = at.get("local:" + e.local);
       const b = at.get("remote:" + e.remote);
       if (!a || !b) continue;
-      const [from, to] = e.direction === "outgoing" ? [a, b] : [b, a];
+      const [from, end] = e.direction === "outgoing" ? [a, b] : [b, a];
+      // Stop at the target's circle, so that the arrow head shows.
+      const length = Math.hypot(end.x - from.x, end.y - from.y) || 1;
+      const radius = (e.direction === "outgoing" ? 8 : 11) + 3;
+      const to = { x: end.x - ((end.x - from.x) / length) * radius, y: end.y - ((end.y - from.y) / length) * radius };
       const failing = (e.failed || 0) + (e.resets || 0) > 0;
       const g = svg("g", { class: "edge" + (failing ? " failing" : ""), tabindex: "0" });
       g.dataset.local = e.local;
