@@ -81,7 +81,11 @@ fn filter_change(browser: &Browser, set: &str) -> f64 {
     let before = browser.execute("return Number(document.body.dataset.renders);", vec![]);
     browser.execute(&format!("{set}; document.getElementById('filters').requestSubmit();"), vec![]);
     assert!(
-        browser.wait_until(Duration::from_secs(60), "return Number(document.body.dataset.renders) > arguments[0];", vec![before]),
+        browser.wait_until(
+            Duration::from_secs(60),
+            "return Number(document.body.dataset.renders) > arguments[0];",
+            vec![before]
+        ),
         "no redraw after {set}"
     );
     number(browser, "return document.body.dataset.lastRenderMs;")
@@ -99,11 +103,13 @@ fn api_ms(authority: &str, path: &str) -> f64 {
 }
 
 fn main() {
-    let rows: u64 = std::env::var("FLOWSQL_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let rows: u64 =
+        std::env::var("FLOWSQL_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let dir: PathBuf = std::env::var("FLOWSQL_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(format!("/work/bench-data/serve-{rows}")));
-    let ready = std::fs::read_to_string(dir.join("bench-rows")).ok().and_then(|r| r.trim().parse::<u64>().ok());
+    let ready =
+        std::fs::read_to_string(dir.join("bench-rows")).ok().and_then(|r| r.trim().parse::<u64>().ok());
     if ready != Some(rows) {
         generate(&dir, rows);
     }
@@ -118,11 +124,19 @@ fn main() {
     let cases = [
         ("map, the whole day (all flows)", format!("view=map&since={}&until={}", day.0, day.1)),
         ("timeline by direction, the whole day", format!("view=timeline&since={}&until={}", day.0, day.1)),
-        ("timeline by destination, the whole day", format!("view=timeline&stack=destination&since={}&until={}", day.0, day.1)),
+        (
+            "timeline by destination, the whole day",
+            format!("view=timeline&stack=destination&since={}&until={}", day.0, day.1),
+        ),
         ("map, one hour", format!("view=map&since={}&until={}", hour.0, hour.1)),
         ("timeline by direction, one hour", format!("view=timeline&since={}&until={}", hour.0, hour.1)),
     ];
-    println!("flowsql serve with {rows} flows in {} ({} threads), Chromium {}", dir.display(), std::thread::available_parallelism().map_or(0, |n| n.get()), chromium_version());
+    println!(
+        "flowsql serve with {rows} flows in {} ({} threads), Chromium {}",
+        dir.display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        chromium_version()
+    );
     println!("\n| first paint | median of {RUNS} | server time of the view's API call |\n|---|---|---|");
     for (name, hash) in &cases {
         first_paint(&browser, &base, hash);
@@ -132,9 +146,21 @@ fn main() {
     }
 
     let changes = [
-        ("direction = incoming", "document.getElementById('f-direction').value = 'incoming'", "&direction=incoming"),
-        ("port = 443", "document.getElementById('f-direction').value = ''; document.getElementById('f-port').value = '443'", "&port=443"),
-        ("host = a popular address", "document.getElementById('f-port').value = ''; document.getElementById('f-host').value = arguments_host", "&host="),
+        (
+            "direction = incoming",
+            "document.getElementById('f-direction').value = 'incoming'",
+            "&direction=incoming",
+        ),
+        (
+            "port = 443",
+            "document.getElementById('f-direction').value = ''; document.getElementById('f-port').value = '443'",
+            "&port=443",
+        ),
+        (
+            "host = a popular address",
+            "document.getElementById('f-port').value = ''; document.getElementById('f-host').value = arguments_host",
+            "&host=",
+        ),
     ];
     let popular = popular_host(serve.authority(), day);
     println!("\n| filter change (whole day) | view | median of {RUNS} | server time |\n|---|---|---|---|");
@@ -149,7 +175,11 @@ fn main() {
             if query.ends_with('=') {
                 api.push_str(&popular);
             }
-            println!("| {name} | {view} | {:.0} ms | {:.0} ms |", median(times), api_ms(serve.authority(), &api));
+            println!(
+                "| {name} | {view} | {:.0} ms | {:.0} ms |",
+                median(times),
+                api_ms(serve.authority(), &api)
+            );
         }
     }
     let console = browser.console();

@@ -44,7 +44,10 @@ fn a_connection_made_now_shows_within_3_s_and_hostile_names_are_text() {
     let data = TempDir::new("serve-live");
     let _dns = Dnsmasq::start(
         Place::outside().in_netns(&netns),
-        &[&format!("--host-record={HOSTILE},127.0.0.50,60"), &format!("--host-record={HOSTILE_BARE},127.0.0.51,60")],
+        &[
+            &format!("--host-record={HOSTILE},127.0.0.50,60"),
+            &format!("--host-record={HOSTILE_BARE},127.0.0.51,60"),
+        ],
     );
     let server = Server::start(&netpeer, Place::outside().in_netns(&netns), "0.0.0.0:0", &[]);
     let client = Place::cgroup(&cgroup).in_netns(&netns);
@@ -120,7 +123,11 @@ fn a_connection_made_now_shows_within_3_s_and_hostile_names_are_text() {
         &format!("SELECT dstDomains[1] AS name FROM flows WHERE dstPort = {} AND cardinality(dstDomains) > 0 ORDER BY name", server.port),
     );
     browser.click("#sql-run");
-    assert!(browser.wait_until(Duration::from_secs(10), "return document.querySelectorAll('#sql-table tbody tr').length === 2;", vec![]));
+    assert!(browser.wait_until(
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#sql-table tbody tr').length === 2;",
+        vec![]
+    ));
     assert_eq!(browser.texts("#sql-table tbody td"), [HOSTILE_BARE, HOSTILE_STORED]);
 
     // Nothing ran: no dialog (WebDriver would refuse the next command), no
@@ -129,7 +136,11 @@ fn a_connection_made_now_shows_within_3_s_and_hostile_names_are_text() {
     let console = browser.console();
     let bad: Vec<_> = console
         .iter()
-        .filter(|e| e.level == "SEVERE" || e.message.contains("Content Security Policy") || e.message.contains("alert"))
+        .filter(|e| {
+            e.level == "SEVERE"
+                || e.message.contains("Content Security Policy")
+                || e.message.contains("alert")
+        })
         .collect();
     assert!(bad.is_empty(), "the browser reported: {bad:?}");
     assert_eq!(locals.len(), 1);

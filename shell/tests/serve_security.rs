@@ -55,9 +55,17 @@ fn only_reads_run_within_the_row_limit() {
 
     let external = post_sql(at, "CREATE EXTERNAL TABLE secrets STORED AS CSV LOCATION '/etc/passwd'", &[]);
     assert_eq!(external.status, 400);
-    assert!(message(&external).starts_with("CREATE EXTERNAL TABLE is refused: it reads files"), "{}", message(&external));
+    assert!(
+        message(&external).starts_with("CREATE EXTERNAL TABLE is refused: it reads files"),
+        "{}",
+        message(&external)
+    );
     let after = post_sql(at, "SELECT * FROM secrets", &[]);
-    assert!(message(&after).contains("secrets") && message(&after).contains("not found"), "{}", message(&after));
+    assert!(
+        message(&after).contains("secrets") && message(&after).contains("not found"),
+        "{}",
+        message(&after)
+    );
 
     for (sql, said) in [
         ("SET datafusion.execution.batch_size = 1", "SET is refused"),
@@ -80,7 +88,11 @@ fn only_reads_run_within_the_row_limit() {
     assert_eq!(result["columns"], serde_json::json!(["srcIP"]));
     for read in ["SHOW TABLES", "DESCRIBE flows", "EXPLAIN SELECT count(*) FROM flows"] {
         let answer = post_sql(at, read, &[]);
-        assert!(answer.status == 200 || message(&answer).contains("more than 3 rows"), "{read}: {}", answer.text());
+        assert!(
+            answer.status == 200 || message(&answer).contains("more than 3 rows"),
+            "{read}: {}",
+            answer.text()
+        );
     }
     let syntax = post_sql(at, "SELEC 1", &[]);
     let error: serde_json::Value = serde_json::from_slice(&syntax.body).expect("json");
@@ -138,7 +150,10 @@ fn a_listener_in_a_network_namespace_needs_its_generated_token() {
     // A /30 of the documentation-adjacent benchmarking range, on this machine only.
     let octet = std::process::id() % 250 + 1;
     let (root_addr, ns_addr) = (format!("198.18.{octet}.1"), format!("198.18.{octet}.2"));
-    flowsql_tests::run("ip", &["link", "add", &root_if, "type", "veth", "peer", "name", &ns_if, "netns", netns.name()]);
+    flowsql_tests::run(
+        "ip",
+        &["link", "add", &root_if, "type", "veth", "peer", "name", &ns_if, "netns", netns.name()],
+    );
     let _link = LinkGuard(root_if.clone());
     flowsql_tests::run("ip", &["addr", "add", &format!("{root_addr}/30"), "dev", &root_if]);
     flowsql_tests::run("ip", &["link", "set", &root_if, "up"]);
@@ -148,7 +163,16 @@ fn a_listener_in_a_network_namespace_needs_its_generated_token() {
     let data = store("serve-netns");
     let mut command = Command::new("ip");
     command
-        .args(["netns", "exec", netns.name(), FLOWSQL, "serve", "--listen", &format!("{ns_addr}:8686"), "--data-dir"])
+        .args([
+            "netns",
+            "exec",
+            netns.name(),
+            FLOWSQL,
+            "serve",
+            "--listen",
+            &format!("{ns_addr}:8686"),
+            "--data-dir",
+        ])
         .arg(data.path())
         .env_remove("FLOWSQL_SERVE_TOKEN");
     let serve = Serve::start(command);

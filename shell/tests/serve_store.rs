@@ -46,8 +46,11 @@ fn flow(
     domains: &[&str],
     cgroup: u64,
 ) -> FlowBegin {
-    let (src_domains, dst_domains) =
-        if direction == Direction::Incoming { (names(domains), names(&[])) } else { (names(&[]), names(domains)) };
+    let (src_domains, dst_domains) = if direction == Direction::Incoming {
+        (names(domains), names(&[]))
+    } else {
+        (names(&[]), names(domains))
+    };
     FlowBegin {
         timestamp_ns: ts,
         direction,
@@ -68,16 +71,52 @@ fn known_flows() -> Vec<FlowBegin> {
     let mut flows = Vec::new();
     let web = ["www.example.com", "example.com"];
     for (i, minute) in [1, 1, 2, 20, 33].into_iter().enumerate() {
-        flows.push(flow(at(minute, i as i64), Outgoing, "10.0.0.5", 50_000 + i as u16, "93.184.216.34", 443, &web, 101));
+        flows.push(flow(
+            at(minute, i as i64),
+            Outgoing,
+            "10.0.0.5",
+            50_000 + i as u16,
+            "93.184.216.34",
+            443,
+            &web,
+            101,
+        ));
     }
     for (i, minute) in [2, 21, 21].into_iter().enumerate() {
-        flows.push(flow(at(minute, 10 + i as i64), Outgoing, "10.0.0.5", 50_100 + i as u16, "192.0.2.10", 5432, &[], 101));
+        flows.push(flow(
+            at(minute, 10 + i as i64),
+            Outgoing,
+            "10.0.0.5",
+            50_100 + i as u16,
+            "192.0.2.10",
+            5432,
+            &[],
+            101,
+        ));
     }
     for (i, minute) in [5, 25].into_iter().enumerate() {
-        flows.push(flow(at(minute, 3), Outgoing, "10.0.0.6", 50_200 + i as u16, "93.184.216.34", 443, &web[..1], 202));
+        flows.push(flow(
+            at(minute, 3),
+            Outgoing,
+            "10.0.0.6",
+            50_200 + i as u16,
+            "93.184.216.34",
+            443,
+            &web[..1],
+            202,
+        ));
     }
     for (i, minute) in [3, 3, 30, 40].into_iter().enumerate() {
-        flows.push(flow(at(minute, 7 + i as i64), Incoming, "198.51.100.7", 40_000 + i as u16, "10.0.0.6", 22, &["scanner.example.net"], 202));
+        flows.push(flow(
+            at(minute, 7 + i as i64),
+            Incoming,
+            "198.51.100.7",
+            40_000 + i as u16,
+            "10.0.0.6",
+            22,
+            &["scanner.example.net"],
+            202,
+        ));
     }
     flows.push(flow(at(22, 0), Outgoing, "10.0.0.7", 50_300, "203.0.113.66", 443, &[HOSTILE], 303));
     flows.sort_by_key(|f| f.timestamp_ns);
@@ -180,10 +219,16 @@ fn renders(browser: &Browser) -> u64 {
 fn no_errors_nor_injected_markup(browser: &Browser) {
     let console = browser.console();
     // The SQL view's refused statements answer 400, which Chromium logs.
-    let expected = |message: &str| message.contains("/api/sql - Failed to load resource: the server responded with a status of 400");
+    let expected = |message: &str| {
+        message.contains("/api/sql - Failed to load resource: the server responded with a status of 400")
+    };
     let bad: Vec<_> = console
         .iter()
-        .filter(|e| e.level == "SEVERE" || e.message.contains("Content Security Policy") || e.message.contains("Refused"))
+        .filter(|e| {
+            e.level == "SEVERE"
+                || e.message.contains("Content Security Policy")
+                || e.message.contains("Refused")
+        })
         .filter(|e| !expected(&e.message))
         .collect();
     assert!(bad.is_empty(), "the browser reported: {bad:?}");
@@ -212,10 +257,13 @@ fn map_timeline_and_sql_views_show_the_store_as_the_cli_does() {
         vec![],
     ))
     .expect("edges");
-    let mut edges: Vec<_> = edges.into_iter().map(|(l, r, d, n, shown)| {
-        assert_eq!(shown, n.to_string(), "the edge's label is its count");
-        (l, r, d, n)
-    }).collect();
+    let mut edges: Vec<_> = edges
+        .into_iter()
+        .map(|(l, r, d, n, shown)| {
+            assert_eq!(shown, n.to_string(), "the edge's label is its count");
+            (l, r, d, n)
+        })
+        .collect();
     edges.sort();
     let edge = |l: &str, r: &str, d: &str, n: u64| (l.to_owned(), r.to_owned(), d.to_owned(), n);
     assert_eq!(
@@ -254,7 +302,11 @@ fn map_timeline_and_sql_views_show_the_store_as_the_cli_does() {
         vec![],
     );
     assert!(
-        browser.wait_until(Duration::from_secs(10), "return document.querySelectorAll('#details-table tbody tr').length === 5;", vec![]),
+        browser.wait_until(
+            Duration::from_secs(10),
+            "return document.querySelectorAll('#details-table tbody tr').length === 5;",
+            vec![]
+        ),
         "the edge lists its 5 flows: {:?}",
         page_table(&browser, "#details-table")
     );
@@ -327,19 +379,28 @@ fn map_timeline_and_sql_views_show_the_store_as_the_cli_does() {
     browser.screenshot(&shots.join("sql.png"));
     // Its CSV download is the CLI's, byte for byte.
     let body = serde_json::to_vec(&json!({ "sql": sql })).expect("json");
-    let download = http(serve.authority(), "POST", "/api/sql/csv", &[("Content-Type", "application/json")], &body);
+    let download =
+        http(serve.authority(), "POST", "/api/sql/csv", &[("Content-Type", "application/json")], &body);
     assert_eq!(download.status, 200);
     assert_eq!(download.text(), cli);
-    let parquet = http(serve.authority(), "POST", "/api/sql/parquet", &[("Content-Type", "application/json")], &body);
+    let parquet =
+        http(serve.authority(), "POST", "/api/sql/parquet", &[("Content-Type", "application/json")], &body);
     assert_eq!(parquet.status, 200);
     assert!(parquet.body.starts_with(b"PAR1") && parquet.body.ends_with(b"PAR1"), "a Parquet file");
 
     // Errors say where; refused statements say why.
     browser.type_into("#sql-editor", "SELECT dstDomains FROM flow");
     browser.click("#sql-run");
-    assert!(browser.wait_until(Duration::from_secs(10), "return !document.getElementById('sql-error').hidden;", vec![]));
+    assert!(browser.wait_until(
+        Duration::from_secs(10),
+        "return !document.getElementById('sql-error').hidden;",
+        vec![]
+    ));
     let error = browser.texts("#sql-error")[0].clone();
-    assert!(error.contains("table 'datafusion.public.flow' not found") && error.contains("(line 1, column 24)"), "{error}");
+    assert!(
+        error.contains("table 'datafusion.public.flow' not found") && error.contains("(line 1, column 24)"),
+        "{error}"
+    );
     let caret = browser.execute("return document.getElementById('sql-editor').selectionStart;", vec![]);
     assert_eq!(caret, json!(23), "the caret is at the error");
     browser.type_into("#sql-editor", "COPY (SELECT 1) TO '/tmp/flowsql-serve-copy.csv'");
@@ -364,7 +425,10 @@ fn map_timeline_and_sql_views_show_the_store_as_the_cli_does() {
          e.dispatchEvent(new KeyboardEvent('keydown', {key: 'Tab', bubbles: true, cancelable: true}));",
         vec![],
     );
-    assert_eq!(browser.execute("return document.getElementById('sql-editor').value;", vec![]), json!("SELECT dstDomains"));
+    assert_eq!(
+        browser.execute("return document.getElementById('sql-editor').value;", vec![]),
+        json!("SELECT dstDomains")
+    );
     no_errors_nor_injected_markup(&browser);
     let _: Value = browser.execute("return null;", vec![]);
 }

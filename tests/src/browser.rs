@@ -59,8 +59,10 @@ impl Browser {
         for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
             assert!(Path::new(path).exists(), "{path} is missing: apt-get install {package}");
         }
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the browser's runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the browser's runtime");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port for chromedriver")
@@ -158,7 +160,8 @@ impl Browser {
 
     pub fn click(&self, css: &str) {
         self.runtime.block_on(async {
-            let element = self.client().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}"));
+            let element =
+                self.client().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}"));
             element.click().await.unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
         });
     }
@@ -166,7 +169,8 @@ impl Browser {
     /// Replaces the value of the input or text area `css` with `text`, as typed.
     pub fn type_into(&self, css: &str, text: &str) {
         self.runtime.block_on(async {
-            let element = self.client().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}"));
+            let element =
+                self.client().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}"));
             element.clear().await.unwrap_or_else(|e| panic!("cannot clear {css}: {e}"));
             element.send_keys(text).await.unwrap_or_else(|e| panic!("cannot type into {css}: {e}"));
         });
@@ -176,7 +180,8 @@ impl Browser {
     pub fn screenshot(&self, path: &Path) {
         let png = self.runtime.block_on(self.client().screenshot()).expect("a screenshot");
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+            std::fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
         }
         std::fs::write(path, png).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     }
@@ -203,9 +208,9 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            let _ = self.runtime.block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), client.close()).await
-            });
+            let _ = self
+                .runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), client.close()).await });
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -221,7 +226,10 @@ pub fn screenshot_dir(beside_binary: &str) -> PathBuf {
     }
     // target/debug/flowsql -> target/screenshots
     let binary = Path::new(beside_binary);
-    binary.parent().and_then(Path::parent).map_or_else(|| PathBuf::from("screenshots"), |t| t.join("screenshots"))
+    binary
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("screenshots"), |t| t.join("screenshots"))
 }
 
 /// A running `flowsql serve`, stopped with SIGTERM on drop.
@@ -251,7 +259,8 @@ impl Serve {
                 panic!("flowsql serve exited ({status:?}) before serving; it printed: {banner}");
             }
             if let Some(rest) = line.strip_prefix("serving ") {
-                let url = rest.split(" at ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default();
+                let url =
+                    rest.split(" at ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default();
                 break url.to_owned();
             }
             banner.push_str(&line);
@@ -312,9 +321,11 @@ impl HttpAnswer {
 /// header lines; `Host` is `authority` unless given.
 pub fn http(authority: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpAnswer {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(authority).unwrap_or_else(|e| panic!("connect {authority}: {e}"));
+    let mut stream =
+        std::net::TcpStream::connect(authority).unwrap_or_else(|e| panic!("connect {authority}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         request.push_str(&format!("Host: {authority}\r\n"));
     }

@@ -85,7 +85,8 @@ impl Token {
     /// enough to guess at no better than chance.
     pub fn new(text: &str) -> Result<Token, WebError> {
         let text = text.trim();
-        if text.len() < MIN_TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',') {
+        if text.len() < MIN_TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        {
             return Err(WebError::TokenTooShort);
         }
         Ok(Token(text.to_owned()))
@@ -244,11 +245,21 @@ mod tests {
 
     #[test]
     fn loopback_host_names() {
-        for host in ["localhost", "localhost:8686", "LOCALHOST:1", "127.0.0.1:8686", "127.0.0.2", "[::1]:8686", "[::1]", "app.localhost:9"]
-        {
+        for host in [
+            "localhost",
+            "localhost:8686",
+            "LOCALHOST:1",
+            "127.0.0.1:8686",
+            "127.0.0.2",
+            "[::1]:8686",
+            "[::1]",
+            "app.localhost:9",
+        ] {
             assert!(is_loopback_host(host), "{host}");
         }
-        for host in ["", "evil.test:8686", "127.0.0.1.evil.test", "10.0.0.1:8686", "[::1]x", "localhost.evil.test"] {
+        for host in
+            ["", "evil.test:8686", "127.0.0.1.evil.test", "10.0.0.1:8686", "[::1]x", "localhost.evil.test"]
+        {
             assert!(!is_loopback_host(host), "{host}");
         }
     }

@@ -156,7 +156,10 @@ async fn info(State(state): Shared) -> Result<Json<Info>, Failure> {
     }))
 }
 
-async fn map(State(state): Shared, Query(filters): Query<views::Filters>) -> Result<Json<views::MapView>, Failure> {
+async fn map(
+    State(state): Shared,
+    Query(filters): Query<views::Filters>,
+) -> Result<Json<views::MapView>, Failure> {
     let range = filters.range(live::now_ms())?;
     let _permit = state.queries.acquire().await;
     Ok(Json(views::map(&state.session, state.columns, &filters, range, state.limits).await?))
@@ -234,7 +237,8 @@ async fn sql_parquet(State(state): Shared, Json(request): Json<SqlRequest>) -> R
     };
     let mut bytes = Vec::new();
     let mut writer =
-        datafusion::parquet::arrow::ArrowWriter::try_new(&mut bytes, answer.schema.clone(), None).map_err(failed)?;
+        datafusion::parquet::arrow::ArrowWriter::try_new(&mut bytes, answer.schema.clone(), None)
+            .map_err(failed)?;
     for batch in &answer.batches {
         writer.write(batch).map_err(failed)?;
     }

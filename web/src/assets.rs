@@ -86,7 +86,9 @@ mod tests {
         }
         assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("//cdn"));
         let app = std::str::from_utf8(ASSETS[0].bytes).expect("utf-8");
-        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"] {
+        for sink in
+            ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"]
+        {
             assert!(!app.contains(sink), "app.js uses {sink}: write text with textContent");
         }
     }

@@ -33,7 +33,9 @@ pub fn rows(batch: &RecordBatch) -> Vec<Vec<Option<String>>> {
 /// Dictionary-encoded columns decoded to their values.
 fn plain(column: &ArrayRef) -> ArrayRef {
     match column.data_type() {
-        DataType::Dictionary(_, value_type) => cast(column, value_type).unwrap_or_else(|_| ArrayRef::clone(column)),
+        DataType::Dictionary(_, value_type) => {
+            cast(column, value_type).unwrap_or_else(|_| ArrayRef::clone(column))
+        }
         _ => ArrayRef::clone(column),
     }
 }
@@ -68,8 +70,12 @@ fn float(x: f64) -> String {
 fn timestamp_ns(array: &dyn Array, unit: TimeUnit, row: usize) -> Option<i64> {
     match unit {
         TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row).checked_mul(1_000_000_000),
-        TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(row).checked_mul(1_000_000),
-        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row).checked_mul(1_000),
+        TimeUnit::Millisecond => {
+            array.as_primitive::<TimestampMillisecondType>().value(row).checked_mul(1_000_000)
+        }
+        TimeUnit::Microsecond => {
+            array.as_primitive::<TimestampMicrosecondType>().value(row).checked_mul(1_000)
+        }
         TimeUnit::Nanosecond => Some(array.as_primitive::<TimestampNanosecondType>().value(row)),
     }
 }
@@ -217,7 +223,9 @@ mod tests {
         let batch = RecordBatch::try_new(
             Arc::new(schema),
             vec![
-                Arc::new(TimestampNanosecondArray::from(vec![1_795_849_800_123_456_789, 0]).with_timezone("UTC")),
+                Arc::new(
+                    TimestampNanosecondArray::from(vec![1_795_849_800_123_456_789, 0]).with_timezone("UTC"),
+                ),
                 Arc::new(StringArray::from(vec![Some("192.0.2.1"), None])),
                 Arc::new(UInt16Array::from(vec![443, 8080])),
                 Arc::new(Float64Array::from(vec![1.0, 0.25])),

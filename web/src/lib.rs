@@ -103,9 +103,11 @@ impl Server {
             .await
             .map_err(|source| WebError::Resolve { address: options.listen.clone(), source })?
             .collect();
-        let first = *candidates.first().ok_or_else(|| WebError::NoAddress { address: options.listen.clone() })?;
-        let listener =
-            tokio::net::TcpListener::bind(first).await.map_err(|source| WebError::Bind { address: first, source })?;
+        let first =
+            *candidates.first().ok_or_else(|| WebError::NoAddress { address: options.listen.clone() })?;
+        let listener = tokio::net::TcpListener::bind(first)
+            .await
+            .map_err(|source| WebError::Bind { address: first, source })?;
         let address = listener.local_addr().map_err(|source| WebError::Bind { address: first, source })?;
         let access = Access::for_listener(address, options.token.as_deref())?;
         let feed = live::ChangeFeed::start(Arc::clone(&session), options.poll_every);
@@ -135,7 +137,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), WebError> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), WebError> {
         let router = api::router(Arc::clone(&self.state), self.access.clone());
         // Pages' event streams end when the server stops, or it would wait for them.
         let feed = self.state.feed().clone();

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
 use flowsql_query::Session;
+use futures::Stream;
 use tokio::sync::watch;
 
 use crate::statement::Limits;

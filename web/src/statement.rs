@@ -108,7 +108,9 @@ pub fn check_read_only(statement: &Statement) -> Result<(), SqlError> {
         Statement::CreateExternalTable(_) => {
             Err(SqlError::refused(format!("CREATE EXTERNAL TABLE is refused: it reads files; {READS}")))
         }
-        Statement::Reset(_) => Err(SqlError::refused(format!("RESET is refused: it changes settings; {READS}"))),
+        Statement::Reset(_) => {
+            Err(SqlError::refused(format!("RESET is refused: it changes settings; {READS}")))
+        }
     }
 }
 
@@ -225,7 +227,10 @@ mod tests {
             ("COPY (SELECT 1) TO '/tmp/x.csv'", "COPY is refused: it writes files"),
             ("COPY flows TO '/tmp/x.parquet'", "COPY is refused"),
             ("EXPLAIN COPY (SELECT 1) TO '/tmp/x.csv'", "COPY is refused"),
-            ("CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'", "CREATE EXTERNAL TABLE is refused"),
+            (
+                "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+                "CREATE EXTERNAL TABLE is refused",
+            ),
             ("SET datafusion.execution.batch_size = 1", "SET is refused"),
             ("CREATE TABLE t AS SELECT 1", "CREATE TABLE ... is refused"),
             ("CREATE VIEW v AS SELECT 1", "CREATE VIEW ... is refused"),

@@ -27,8 +27,16 @@ const MINUTE_MS: i64 = 60_000;
 /// Time buckets on the timeline at most.
 const MAX_BUCKETS: i64 = 1_500;
 /// Bucket widths, smallest first.
-const BUCKETS_MS: [i64; 8] =
-    [MINUTE_MS, 5 * MINUTE_MS, 15 * MINUTE_MS, 60 * MINUTE_MS, 360 * MINUTE_MS, 1_440 * MINUTE_MS, 10_080 * MINUTE_MS, 43_200 * MINUTE_MS];
+const BUCKETS_MS: [i64; 8] = [
+    MINUTE_MS,
+    5 * MINUTE_MS,
+    15 * MINUTE_MS,
+    60 * MINUTE_MS,
+    360 * MINUTE_MS,
+    1_440 * MINUTE_MS,
+    10_080 * MINUTE_MS,
+    43_200 * MINUTE_MS,
+];
 /// Edges on the map at most (the heaviest).
 pub const MAX_EDGES: usize = 300;
 /// Flows listed for a node or an edge at most (the newest).
@@ -62,7 +70,19 @@ impl Columns {
         let attribution = ["processName", "containerId"];
         Columns {
             attribution: has(&flows, &attribution),
-            ends: has(&ends, &["timestamp", "connectionDirection", "srcIP", "dstIP", "srcBytes", "dstBytes", "endReason", "cgroupId"]),
+            ends: has(
+                &ends,
+                &[
+                    "timestamp",
+                    "connectionDirection",
+                    "srcIP",
+                    "dstIP",
+                    "srcBytes",
+                    "dstBytes",
+                    "endReason",
+                    "cgroupId",
+                ],
+            ),
             ends_attribution: has(&ends, &attribution),
         }
     }
@@ -130,8 +150,8 @@ impl Filters {
             (Some(_), None) | (None, Some(_)) => Err(bad("give both since and until, or last")),
             (None, None) => {
                 let last = self.last.as_deref().unwrap_or("1h");
-                let window =
-                    window_ms(last).ok_or_else(|| bad(format!("last={last:?} is not a window such as 15m, 1h or 7d")))?;
+                let window = window_ms(last)
+                    .ok_or_else(|| bad(format!("last={last:?} is not a window such as 15m, 1h or 7d")))?;
                 Ok(Range { since: now_ms - window, until: now_ms })
             }
         }
@@ -207,7 +227,9 @@ pub async fn run_with_schema(
         Ok((schema, frame.collect().await.map_err(failed)?))
     };
     tokio::time::timeout(limits.timeout, work).await.unwrap_or_else(|_| {
-        Err(SqlError::TimedOut { message: format!("the view took longer than {} s", limits.timeout.as_secs_f64()) })
+        Err(SqlError::TimedOut {
+            message: format!("the view took longer than {} s", limits.timeout.as_secs_f64()),
+        })
     })
 }
 
@@ -294,15 +316,26 @@ pub fn map_sql(columns: Columns, predicate: &str) -> String {
     )
 }
 
-pub async fn map(session: &Session, columns: Columns, filters: &Filters, range: Range, limits: Limits) -> Result<MapView, SqlError> {
+pub async fn map(
+    session: &Session,
+    columns: Columns,
+    filters: &Filters,
+    range: Range,
+    limits: Limits,
+) -> Result<MapView, SqlError> {
     let sql = map_sql(columns, &filters.predicate(range)?);
     let batches = run(session, &sql, limits).await?;
     let mut edges = Vec::new();
     let mut edges_total = 0;
     for batch in &batches {
         let (local, remote, direction) = (strings(batch, 0), strings(batch, 1), strings(batch, 2));
-        let (flows, bytes, failed, resets, total) =
-            (integers(batch, 3), integers(batch, 4), integers(batch, 5), integers(batch, 6), integers(batch, 7));
+        let (flows, bytes, failed, resets, total) = (
+            integers(batch, 3),
+            integers(batch, 4),
+            integers(batch, 5),
+            integers(batch, 6),
+            integers(batch, 7),
+        );
         for row in 0..batch.num_rows() {
             edges_total = total[row].unwrap_or(0);
             edges.push(Edge {
@@ -485,7 +518,12 @@ impl Table {
     }
 }
 
-pub fn flows_sql(columns: Columns, filters: &Filters, params: &FlowsParams, range: Range) -> Result<String, SqlError> {
+pub fn flows_sql(
+    columns: Columns,
+    filters: &Filters,
+    params: &FlowsParams,
+    range: Range,
+) -> Result<String, SqlError> {
     let mut predicate = filters.predicate(range)?;
     if let Some(local) = &params.local {
         let _ = write!(predicate, " AND {} = {}", local_key(columns.attribution), literal(local));
@@ -493,7 +531,8 @@ pub fn flows_sql(columns: Columns, filters: &Filters, params: &FlowsParams, rang
     if let Some(remote) = &params.remote {
         let _ = write!(predicate, " AND {REMOTE_KEY} = {}", literal(remote));
     }
-    let attribution = if columns.attribution { ", \"processId\", \"processName\", \"containerId\"" } else { "" };
+    let attribution =
+        if columns.attribution { ", \"processId\", \"processName\", \"containerId\"" } else { "" };
     Ok(format!(
         "SELECT \"timestamp\", \"connectionDirection\", \"srcIP\", \"srcPort\", \"dstIP\", \"dstPort\", \
            \"srcDomains\", \"dstDomains\", \"hostName\", \"cgroupId\"{attribution} \
@@ -517,7 +556,8 @@ pub async fn flows(
 /// The newest flow's time, to open a store whose flows are older than the
 /// default window where its flows are.
 pub async fn newest(session: &Session, limits: Limits) -> Result<Option<i64>, SqlError> {
-    let batches = run(session, "SELECT CAST(max(\"timestamp\") AS BIGINT) / 1000000 FROM flows", limits).await?;
+    let batches =
+        run(session, "SELECT CAST(max(\"timestamp\") AS BIGINT) / 1000000 FROM flows", limits).await?;
     Ok(batches.first().filter(|b| b.num_rows() > 0).and_then(|b| integers(b, 0)[0]))
 }
 
@@ -560,7 +600,15 @@ mod tests {
         assert!(sql.contains("\"srcIP\" = 'x'' OR 1=1 --'"), "{sql}");
         assert!(sql.contains("\"dstPort\" = 443"), "{sql}");
         assert!(sql.contains("TIMESTAMP '1970-01-01T00:01:00.000000000Z'"), "{sql}");
-        assert!(Filters { direction: Some("sideways".into()), ..Filters::default() }.predicate(Range { since: 0, until: 1 }).is_err());
-        assert!(Filters { host: Some("a\nb".into()), ..Filters::default() }.predicate(Range { since: 0, until: 1 }).is_err());
+        assert!(
+            Filters { direction: Some("sideways".into()), ..Filters::default() }
+                .predicate(Range { since: 0, until: 1 })
+                .is_err()
+        );
+        assert!(
+            Filters { host: Some("a\nb".into()), ..Filters::default() }
+                .predicate(Range { since: 0, until: 1 })
+                .is_err()
+        );
     }
 }

@@ -30,7 +30,10 @@ impl InProcessCapture {
     pub fn start(config: &Config, dir: &Path) -> anyhow::Result<InProcessCapture> {
         let live = LiveRows::new();
         let run = CaptureRun {
-            config: CaptureConfig { cgroup: config.cgroup.value.clone(), ring_buffer_bytes: config.ring_buffer_bytes.value },
+            config: CaptureConfig {
+                cgroup: config.cgroup.value.clone(),
+                ring_buffer_bytes: config.ring_buffer_bytes.value,
+            },
             name_cache: config.name_cache(),
             duration: None,
             out: None,
@@ -44,6 +47,10 @@ impl InProcessCapture {
 
     /// What is watched, for the banner.
     pub fn watched(config: &Config) -> String {
-        config.cgroup.value.as_deref().map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string())
+        config
+            .cgroup
+            .value
+            .as_deref()
+            .map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string())
     }
 }

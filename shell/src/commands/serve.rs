@@ -18,7 +18,8 @@ const TOKEN_VARIABLE: &str = "FLOWSQL_SERVE_TOKEN";
 pub fn run(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let dir = config.data_dir()?;
     let capture = args.capture.then(|| InProcessCapture::start(config, &dir)).transpose()?;
-    let options = SessionOptions { live: capture.as_ref().map(|c| Arc::clone(&c.live)), ..SessionOptions::new(&dir) };
+    let options =
+        SessionOptions { live: capture.as_ref().map(|c| Arc::clone(&c.live)), ..SessionOptions::new(&dir) };
     let session = Arc::new(Session::open(options)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,7 +67,8 @@ pub fn run(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
 /// Completes on SIGINT or SIGTERM.
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    let (Ok(mut interrupt), Ok(mut terminate)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
     else {
         tracing::warn!("cannot watch SIGINT and SIGTERM: stop flowsql serve with SIGKILL");
         return std::future::pending().await;

@@ -17,7 +17,8 @@ pub fn run(args: ShellArgs, config: &Config) -> anyhow::Result<ExitCode> {
     // With --capture: attach first (and say why not, before any prompt),
     // then query the store and the capture's uncommitted rows together.
     let capture = args.capture.then(|| InProcessCapture::start(config, &dir)).transpose()?;
-    let options = SessionOptions { live: capture.as_ref().map(|c| Arc::clone(&c.live)), ..SessionOptions::new(&dir) };
+    let options =
+        SessionOptions { live: capture.as_ref().map(|c| Arc::clone(&c.live)), ..SessionOptions::new(&dir) };
     let session = Session::open(options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
