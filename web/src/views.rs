@@ -532,7 +532,7 @@ pub fn flows_sql(
         let _ = write!(predicate, " AND {REMOTE_KEY} = {}", literal(remote));
     }
     let attribution =
-        if columns.attribution { ", \"processId\", \"processName\", \"containerId\"" } else { "" };
+        if columns.attribution { ", \"processName\", \"containerId\"" } else { "" };
     Ok(format!(
         "SELECT \"timestamp\", \"connectionDirection\", \"srcIP\", \"srcPort\", \"dstIP\", \"dstPort\", \
            \"srcDomains\", \"dstDomains\", \"hostName\", \"cgroupId\"{attribution} \
