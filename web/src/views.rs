@@ -531,8 +531,7 @@ pub fn flows_sql(
     if let Some(remote) = &params.remote {
         let _ = write!(predicate, " AND {REMOTE_KEY} = {}", literal(remote));
     }
-    let attribution =
-        if columns.attribution { ", \"processName\", \"containerId\"" } else { "" };
+    let attribution = if columns.attribution { ", \"processName\", \"containerId\"" } else { "" };
     Ok(format!(
         "SELECT \"timestamp\", \"connectionDirection\", \"srcIP\", \"srcPort\", \"dstIP\", \"dstPort\", \
            \"srcDomains\", \"dstDomains\", \"hostName\", \"cgroupId\"{attribution} \

@@ -83,7 +83,9 @@ async fn processes_containers_bytes_and_failures_when_the_store_has_them() {
     );
     let mut fields: Vec<Field> = ends.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut columns = ends.columns().to_vec();
-    for (name, values) in [("srcBytes", vec![100u64, 200, 300, 0, 0, 5]), ("dstBytes", vec![1_000, 2_000, 3_000, 0, 0, 0])] {
+    for (name, values) in
+        [("srcBytes", vec![100u64, 200, 300, 0, 0, 5]), ("dstBytes", vec![1_000, 2_000, 3_000, 0, 0, 0])]
+    {
         fields.push(Field::new(name, DataType::UInt64, false));
         columns.push(Arc::new(UInt64Array::from(values)));
     }
@@ -99,7 +101,8 @@ async fn processes_containers_bytes_and_failures_when_the_store_has_them() {
     store.insert("flow_ends", &ends).expect("insert ends");
     drop(store);
 
-    let session = Session::open(SessionOptions { event_tables: tables, ..SessionOptions::new(&dir) }).expect("session");
+    let session =
+        Session::open(SessionOptions { event_tables: tables, ..SessionOptions::new(&dir) }).expect("session");
     let columns = Columns::of(&session);
     assert_eq!(columns, Columns { attribution: true, ends: true, ends_attribution: true });
     let range = Range { since: T0 / 1_000_000, until: T0 / 1_000_000 + 3_600_000 };
