@@ -81,13 +81,14 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// A token from the configuration: printable ASCII without spaces, long
-    /// enough to guess at no better than chance.
+    /// A token from the configuration: long enough not to be guessed, and
+    /// of characters that need no escaping in an address or a cookie
+    /// (letters, digits, `-`, `_`, `.`, `~`).
     pub fn new(text: &str) -> Result<Token, WebError> {
         let text = text.trim();
-        if text.len() < MIN_TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
-        {
-            return Err(WebError::TokenTooShort);
+        let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+        if text.len() < MIN_TOKEN_LEN || !text.bytes().all(plain) {
+            return Err(WebError::BadToken);
         }
         Ok(Token(text.to_owned()))
     }
@@ -274,6 +275,7 @@ mod tests {
         assert_ne!(Token::generate().expect("random").as_str(), token.as_str());
         assert!(Token::new("short").is_err());
         assert!(Token::new("has a space in it, long enough").is_err());
+        assert!(Token::new("0123456789abcdef&x=1").is_err());
         assert!(Token::new("0123456789abcdef").is_ok());
     }
 

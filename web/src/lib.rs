@@ -50,8 +50,11 @@ pub enum WebError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the token is too short: use at least {min} characters", min = access::MIN_TOKEN_LEN)]
-    TokenTooShort,
+    #[error(
+        "the token must be at least {min} letters, digits, '-', '_', '.' or '~'",
+        min = access::MIN_TOKEN_LEN
+    )]
+    BadToken,
     #[error("cannot generate a token")]
     Random(#[source] getrandom::Error),
     #[error("the HTTP server failed")]
@@ -143,10 +146,10 @@ impl Server {
     ) -> Result<(), WebError> {
         let router = api::router(Arc::clone(&self.state), self.access.clone());
         // Pages' event streams end when the server stops, or it would wait for them.
-        let feed = self.state.feed().clone();
+        let stop = self.state.feed().stopper();
         let shutdown = async move {
             shutdown.await;
-            feed.stop();
+            let _ = stop.send(true);
         };
         tracing::info!(address = %self.address, "serving the web view");
         axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())

@@ -72,9 +72,10 @@ impl ChangeFeed {
         ChangeFeed { changes, stopped, stop: Arc::new(stop) }
     }
 
-    /// Ends the poller and every page's stream.
-    pub fn stop(&self) {
-        let _ = self.stop.send(true);
+    /// What ends the poller and every page's stream (`send(true)`), held
+    /// apart from the feed so that it counts as no listening page.
+    pub fn stopper(&self) -> Arc<watch::Sender<bool>> {
+        Arc::clone(&self.stop)
     }
 
     /// The stream of one page: an event `flows` each time new flows arrived.
