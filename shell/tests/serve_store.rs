@@ -132,14 +132,18 @@ fn known_store(dir: &Path) {
     store.export(&ExportOptions::up_to(at(15, 0)), &mut |_| {}).expect("export");
     assert!(!store.cold_files(TimeRange::ALL).expect("cold").is_empty(), "some flows in Parquet");
     assert!(store.hot_flow_count(TimeRange::ALL).expect("hot") > 0, "some flows hot");
+    // What the DNS answers taught: the names of each flow's remote end.
     let observations: Vec<DomainObservation> = flows
         .iter()
-        .filter(|f| f.direction == Direction::Outgoing)
         .flat_map(|f| {
-            f.dst_domains.iter().map(|name| DomainObservation {
-                ip: f.dst_ip,
+            let (ip, names) = match f.direction {
+                Direction::Outgoing => (f.dst_ip, &f.dst_domains),
+                Direction::Incoming => (f.src_ip, &f.src_domains),
+            };
+            names.iter().map(move |name| DomainObservation {
+                ip,
                 name: name.clone(),
-                question: f.dst_domains[0].clone(),
+                question: names[0].clone(),
                 seen_ns: f.timestamp_ns - 1_000_000,
                 expires_ns: f.timestamp_ns + 60_000_000_000,
             })

@@ -101,11 +101,14 @@ impl ChangeFeed {
     }
 }
 
+/// The newest flow and the newest DNS answer of the last minutes (names
+/// are committed a moment after the flows they name, and change the map).
 async fn newest_recent(session: &Session) -> Result<Option<i64>, crate::statement::SqlError> {
-    let now_ms = now_ms();
+    let since = flowsql_event::format_timestamp((now_ms() - LOOK_BACK_MS).saturating_mul(1_000_000));
     let sql = format!(
-        "SELECT CAST(max(\"timestamp\") AS BIGINT) / 1000000 FROM flows WHERE \"timestamp\" >= TIMESTAMP '{}'",
-        flowsql_event::format_timestamp((now_ms - LOOK_BACK_MS).saturating_mul(1_000_000))
+        "SELECT CAST(max(t) AS BIGINT) / 1000000 FROM (\
+           SELECT max(\"timestamp\") AS t FROM flows WHERE \"timestamp\" >= TIMESTAMP '{since}' \
+           UNION ALL SELECT max(\"lastSeen\") AS t FROM domains WHERE \"lastSeen\" >= TIMESTAMP '{since}')"
     );
     let limits = Limits { max_rows: 1, timeout: Duration::from_secs(10) };
     let batches = views::run(session, &sql, limits).await?;

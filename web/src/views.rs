@@ -201,9 +201,21 @@ fn local_key(attribution: bool) -> &'static str {
     }
 }
 
-/// The remote end of a flow: its first DNS name, else its address.
-const REMOTE_KEY: &str = "CASE WHEN \"connectionDirection\" = 'outgoing' \
-     THEN coalesce(\"dstDomains\"[1], \"dstIP\") ELSE coalesce(\"srcDomains\"[1], \"srcIP\") END";
+/// The remote end's address.
+const REMOTE_IP: &str = "CASE WHEN \"connectionDirection\" = 'outgoing' THEN \"dstIP\" ELSE \"srcIP\" END";
+
+/// `names`: one name per address, the question of its newest DNS answer
+/// valid in `range` (the first name a flow to it carries). Flows are
+/// grouped by address first and named after: taking the first name of
+/// every flow's list costs more than the whole grouping.
+fn names_cte(range: Range) -> String {
+    format!(
+        "names AS (SELECT \"ip\", first_value(\"question\" ORDER BY \"lastSeen\" DESC) AS name FROM domains \
+         WHERE \"firstSeen\" < {} AND \"expiresAt\" >= {} GROUP BY \"ip\")",
+        timestamp_literal(range.until),
+        timestamp_literal(range.since)
+    )
+}
 
 /// Runs generated SQL under the limits (read-only, time-limited).
 pub async fn run(session: &Session, sql: &str, limits: Limits) -> Result<Vec<RecordBatch>, SqlError> {
@@ -285,34 +297,42 @@ pub struct MapView {
 }
 
 /// The map's query.
-pub fn map_sql(columns: Columns, predicate: &str) -> String {
+pub fn map_sql(columns: Columns, predicate: &str, range: Range) -> String {
     let local = local_key(columns.attribution);
+    let names = names_cte(range);
     if !columns.ends {
         return format!(
-            "SELECT local, remote, direction, flows, NULL AS bytes, NULL AS failed, NULL AS resets, \
+            "WITH {names}, \
+                  e AS (SELECT {local} AS local, \"connectionDirection\" AS direction, {REMOTE_IP} AS ip, \
+                          count(*) AS flows \
+                        FROM flows WHERE {predicate} GROUP BY 1, 2, 3), \
+                  m AS (SELECT e.local, coalesce(names.name, e.ip) AS remote, e.direction, sum(e.flows) AS flows \
+                        FROM e LEFT JOIN names ON e.ip = names.ip GROUP BY 1, 2, 3) \
+             SELECT local, remote, direction, flows, NULL AS bytes, NULL AS failed, NULL AS resets, \
                count(*) OVER () AS total \
-             FROM (SELECT {local} AS local, {REMOTE_KEY} AS remote, \"connectionDirection\" AS direction, \
-                     count(*) AS flows \
-                   FROM flows WHERE {predicate} GROUP BY 1, 2, 3) \
-             ORDER BY flows DESC, local, remote, direction LIMIT {MAX_EDGES}"
+             FROM m ORDER BY flows DESC, local, remote, direction LIMIT {MAX_EDGES}"
         );
     }
     let end_local = local_key(columns.ends_attribution);
     format!(
-        "WITH b AS (SELECT {local} AS local, {REMOTE_KEY} AS remote, \"connectionDirection\" AS direction, \
+        "WITH {names}, \
+              b AS (SELECT {local} AS local, \"connectionDirection\" AS direction, {REMOTE_IP} AS ip, \
                       count(*) AS flows \
                     FROM flows WHERE {predicate} GROUP BY 1, 2, 3), \
-              e AS (SELECT {end_local} AS local, {REMOTE_KEY} AS remote, \"connectionDirection\" AS direction, \
+              e AS (SELECT {end_local} AS local, \"connectionDirection\" AS direction, {REMOTE_IP} AS ip, \
                       sum(CAST(\"srcBytes\" AS BIGINT) + CAST(\"dstBytes\" AS BIGINT)) AS bytes, \
                       count(*) FILTER (WHERE \"endReason\" IN {FAILED}) AS failed, \
                       count(*) FILTER (WHERE \"endReason\" IN {RESETS}) AS resets \
-                    FROM flow_ends WHERE {predicate} GROUP BY 1, 2, 3) \
+                    FROM flow_ends WHERE {predicate} GROUP BY 1, 2, 3), \
+              j AS (SELECT coalesce(b.local, e.local) AS local, coalesce(b.direction, e.direction) AS direction, \
+                      coalesce(b.ip, e.ip) AS ip, coalesce(b.flows, 0) AS flows, coalesce(e.bytes, 0) AS bytes, \
+                      coalesce(e.failed, 0) AS failed, coalesce(e.resets, 0) AS resets \
+                    FROM b FULL JOIN e ON b.local = e.local AND b.direction = e.direction AND b.ip = e.ip), \
+              m AS (SELECT j.local, coalesce(names.name, j.ip) AS remote, j.direction, sum(j.flows) AS flows, \
+                      sum(j.bytes) AS bytes, sum(j.failed) AS failed, sum(j.resets) AS resets \
+                    FROM j LEFT JOIN names ON j.ip = names.ip GROUP BY 1, 2, 3) \
          SELECT local, remote, direction, flows, bytes, failed, resets, count(*) OVER () AS total \
-         FROM (SELECT coalesce(b.local, e.local) AS local, coalesce(b.remote, e.remote) AS remote, \
-                 coalesce(b.direction, e.direction) AS direction, coalesce(b.flows, 0) AS flows, \
-                 coalesce(e.bytes, 0) AS bytes, coalesce(e.failed, 0) AS failed, coalesce(e.resets, 0) AS resets \
-               FROM b FULL JOIN e ON b.local = e.local AND b.remote = e.remote AND b.direction = e.direction) \
-         ORDER BY flows + failed DESC, local, remote, direction LIMIT {MAX_EDGES}"
+         FROM m ORDER BY flows + failed DESC, local, remote, direction LIMIT {MAX_EDGES}"
     )
 }
 
@@ -323,7 +343,7 @@ pub async fn map(
     range: Range,
     limits: Limits,
 ) -> Result<MapView, SqlError> {
-    let sql = map_sql(columns, &filters.predicate(range)?);
+    let sql = map_sql(columns, &filters.predicate(range)?, range);
     let batches = run(session, &sql, limits).await?;
     let mut edges = Vec::new();
     let mut edges_total = 0;
@@ -412,7 +432,7 @@ fn bucket_expr(bucket_ms: i64) -> String {
     )
 }
 
-pub fn timeline_sql(stack: Stack, predicate: &str, bucket_ms: i64) -> String {
+pub fn timeline_sql(stack: Stack, predicate: &str, bucket_ms: i64, range: Range) -> String {
     let bucket = bucket_expr(bucket_ms);
     match stack {
         Stack::Direction => format!(
@@ -420,10 +440,14 @@ pub fn timeline_sql(stack: Stack, predicate: &str, bucket_ms: i64) -> String {
              FROM flows WHERE {predicate} GROUP BY 1, 2 ORDER BY 1, 2"
         ),
         Stack::Destination => format!(
-            "WITH f AS (SELECT {bucket} AS bucket, {REMOTE_KEY} AS remote FROM flows WHERE {predicate}), \
-                  leaders AS (SELECT remote FROM f GROUP BY remote ORDER BY count(*) DESC, remote LIMIT {TOP_DESTINATIONS}) \
-             SELECT f.bucket, leaders.remote AS series, count(*) AS flows \
-             FROM f LEFT JOIN leaders ON f.remote = leaders.remote GROUP BY 1, 2 ORDER BY 1, 2"
+            "WITH {names}, \
+                  f AS (SELECT {bucket} AS bucket, {REMOTE_IP} AS ip, count(*) AS n \
+                        FROM flows WHERE {predicate} GROUP BY 1, 2), \
+                  g AS (SELECT f.bucket, coalesce(names.name, f.ip) AS remote, f.n FROM f LEFT JOIN names ON f.ip = names.ip), \
+                  leaders AS (SELECT remote FROM g GROUP BY remote ORDER BY sum(n) DESC, remote LIMIT {TOP_DESTINATIONS}) \
+             SELECT g.bucket, leaders.remote AS series, sum(g.n) AS flows \
+             FROM g LEFT JOIN leaders ON g.remote = leaders.remote GROUP BY 1, 2 ORDER BY 1, 2",
+            names = names_cte(range)
         ),
     }
 }
@@ -451,7 +475,7 @@ pub async fn timeline(
     let buckets: Vec<i64> = (0..count).map(|i| first + i as i64 * bucket_ms).collect();
     let index = |t: i64| usize::try_from((t - first).div_euclid(bucket_ms)).ok().filter(|&i| i < count);
 
-    let sql = timeline_sql(params.stack.unwrap_or_default(), &predicate, bucket_ms);
+    let sql = timeline_sql(params.stack.unwrap_or_default(), &predicate, bucket_ms, range);
     let mut series: Vec<Series> = Vec::new();
     if params.stack.unwrap_or_default() == Stack::Direction {
         for name in ["outgoing", "incoming"] {
@@ -529,13 +553,16 @@ pub fn flows_sql(
         let _ = write!(predicate, " AND {} = {}", local_key(columns.attribution), literal(local));
     }
     if let Some(remote) = &params.remote {
-        let _ = write!(predicate, " AND {REMOTE_KEY} = {}", literal(remote));
+        let _ = write!(predicate, " AND coalesce(names.name, {REMOTE_IP}) = {}", literal(remote));
     }
     let attribution = if columns.attribution { ", \"processName\", \"containerId\"" } else { "" };
     Ok(format!(
-        "SELECT \"timestamp\", \"connectionDirection\", \"srcIP\", \"srcPort\", \"dstIP\", \"dstPort\", \
+        "WITH {names} \
+         SELECT \"timestamp\", \"connectionDirection\", \"srcIP\", \"srcPort\", \"dstIP\", \"dstPort\", \
            \"srcDomains\", \"dstDomains\", \"hostName\", \"cgroupId\"{attribution} \
-         FROM flows WHERE {predicate} ORDER BY \"timestamp\" DESC LIMIT {MAX_FLOWS}"
+         FROM flows LEFT JOIN names ON names.ip = {REMOTE_IP} \
+         WHERE {predicate} ORDER BY \"timestamp\" DESC LIMIT {MAX_FLOWS}",
+        names = names_cte(range)
     ))
 }
 

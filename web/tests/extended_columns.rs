@@ -99,6 +99,16 @@ async fn processes_containers_bytes_and_failures_when_the_store_has_them() {
     let mut store = Store::open_with_tables(&dir, tables.clone()).expect("store");
     store.insert("flows", &begins).expect("insert begins");
     store.insert("flow_ends", &ends).expect("insert ends");
+    let learned = |ip: &str, name: &str| flowsql_event::DomainObservation {
+        ip: ip.parse().expect("ip"),
+        name: Arc::from(name),
+        question: Arc::from(name),
+        seen_ns: T0,
+        expires_ns: T0 + 60 * MINUTE_NS,
+    };
+    store
+        .record_domains(&[learned("93.184.216.34", "www.example.com"), learned("192.0.2.9", "down.example")])
+        .expect("domains");
     drop(store);
 
     let session =
