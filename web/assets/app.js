@@ -605,6 +605,7 @@
   }
 
   async function showLatest(always) {
+    if (always) state.info = await getJson("/api/info").catch(() => state.info);
     const newest = state.info && state.info.newest;
     if (newest === null || newest === undefined) return;
     if (!always && newest >= Date.now() - 3600000) return;
