@@ -217,8 +217,9 @@ fn main() {
     let ((batches, _), decode_s, decode_cpu) = timed(|| decode_all(&store));
     let scratch = base.join("scratch");
     let ((), encode_s, encode_cpu) = timed(|| {
-        let mut pending = cold::PendingFile::create(flows_table(), &scratch, "encode-only.parquet", Vec::new())
-            .expect("create");
+        let mut pending =
+            cold::PendingFile::create(flows_table(), &scratch, "encode-only.parquet", Vec::new())
+                .expect("create");
         for batch in &batches {
             pending.write(batch).expect("encode");
         }
@@ -355,7 +356,11 @@ fn main() {
         rate(decode_s),
         per_flow(decode_cpu)
     );
-    println!("| &nbsp;&nbsp;part of export: encode Parquet alone | {} ({}) | | |", rate(encode_s), per_flow(encode_cpu));
+    println!(
+        "| &nbsp;&nbsp;part of export: encode Parquet alone | {} ({}) | | |",
+        rate(encode_s),
+        per_flow(encode_cpu)
+    );
     println!(
         "| NDJSON bytes per flow | {:.2} B | | {:.1}x Parquet |",
         ndjson_bytes as f64 / n,
