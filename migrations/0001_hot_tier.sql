@@ -1,7 +1,7 @@
 -- 0001: the hot tier of flows, the manifest of exported Parquet files, the
 -- capture counters over time, and the store's own small state.
 --
--- Column names are the event's own (DESIGN.md section 1), spelled exactly as
+-- Column names are the event's own (docs/architecture.md), spelled exactly as
 -- in JSON, Arrow and Parquet. Timestamps are INTEGER nanoseconds since the
 -- epoch, UTC. Migrations are append-only: never edit this file, add 0002_...
 

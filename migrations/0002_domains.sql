@@ -1,6 +1,6 @@
 -- 0002: the domains table: what the DNS answers the host received taught
 -- about addresses, so that a flow of any time can be joined with the names
--- that were valid at that time (DESIGN.md section 2).
+-- that were valid at that time (docs/architecture.md, "Domains").
 --
 -- Why one row per (ip, name) AND validity period, not per (ip, name): an
 -- answer extends the period it arrives in (lastSeen, expiresAt move on); an

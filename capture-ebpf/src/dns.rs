@@ -1,5 +1,5 @@
 //! DNS: from the responses the kernel programs copied to the names of each
-//! address (DESIGN.md section 2).
+//! address (docs/architecture.md, "Domains").
 //!
 //! ```text
 //! DnsEvent (UDP message | TCP segment) --tcp::TcpDnsStreams--> message

@@ -11,13 +11,17 @@
 
 pub mod abi;
 pub mod assemble;
+pub mod attribution;
 pub mod cgroup;
 pub mod clock;
 pub mod dns;
+mod existing;
+pub mod iter;
 pub mod loader;
 
 pub use assemble::{Assembled, DnsStats, FlowAssembler};
+pub use attribution::AttributionStats;
 pub use loader::{
-    Capture, CaptureConfig, CaptureError, EventReader, Hook, KernelCounters, ProgramStats, RingBufFill,
-    RunTimeStats,
+    Capture, CaptureConfig, CaptureError, EventReader, Features, Hook, KernelCounters, OpenSockets,
+    ProgramStats, RingBufFill, RunTimeStats, Unavailable,
 };

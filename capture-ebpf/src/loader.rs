@@ -1,24 +1,36 @@
 //! Loading the kernel programs, attaching them to a cgroup, and reading the
 //! ring buffer they write to.
 //!
-//! [`Capture`] owns the loaded object: while it lives, both programs stay
+//! The two cgroup_skb programs (connection begins, DNS) are required: without
+//! them there is no capture. The others (who connected, how connections
+//! ended, see `bpf/flowsql.bpf.c`) are optional: a program this kernel
+//! refuses leaves the capture running without what it provides, and
+//! [`Capture::unavailable`] says which columns stay empty and why.
+//!
+//! [`Capture`] owns the loaded object: while it lives, the programs stay
 //! attached; dropping it detaches them. [`EventReader`] owns the ring buffer
 //! and can be drained after the programs are detached, so that a clean
 //! shutdown loses nothing that the kernel already submitted.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError};
-use aya::{Ebpf, EbpfError, EbpfLoader};
+use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
+use aya::programs::{
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, Iter, ProgramError,
+};
+use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::abi::{self, counter_slot};
 use crate::cgroup::{self, CgroupError};
+use crate::iter::IterLink;
 
 /// How long a program run that began before [`Capture::detach`] may still
 /// take: its record and counter updates land within it (runs take
@@ -43,13 +55,175 @@ pub struct CaptureConfig {
     /// Size of the ring buffer in bytes: a power of two, a multiple of the
     /// page size.
     pub ring_buffer_bytes: u32,
+    /// What is recorded beyond connection begins and DNS answers.
+    pub features: Features,
+    /// Optional programs (by function name) not to load, as if this kernel
+    /// refused them: for testing the capture without them. Empty in use.
+    pub withhold: Vec<&'static str>,
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { cgroup: None, ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES }
+        CaptureConfig {
+            cgroup: None,
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            features: Features::default(),
+            withhold: Vec::new(),
+        }
     }
 }
+
+/// What the capture records beyond connection begins and DNS answers. Both
+/// are on; turning one off (and with it the programs only it needs) is an
+/// internal option, for measuring what each costs (`capture_bench`), not a
+/// setting users have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// Who connected: process, user, executable, cgroup path, container.
+    pub attribution: bool,
+    /// How connections ended (`flow_ends`), begins the SYN-ACK hook misses,
+    /// connections older than the capture, `open_flows`.
+    pub ends: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features { attribution: true, ends: true }
+    }
+}
+
+impl Features {
+    /// Connection begins and DNS only.
+    pub const NONE: Features = Features { attribution: false, ends: false };
+
+    fn bits(self) -> u32 {
+        (if self.attribution { abi::FEATURE_ATTRIBUTION } else { 0 })
+            | (if self.ends { abi::FEATURE_ENDS } else { 0 })
+    }
+}
+
+/// A program the kernel refused (or could not attach): what the capture
+/// cannot fill without it, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// The program, by its section (`tp_btf/inet_sock_set_state`).
+    pub program: &'static str,
+    /// What stays empty, in the user's terms (columns, tables).
+    pub leaves_empty: &'static str,
+    /// The kernel's answer.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot fill {}: {} is unavailable on this kernel ({})",
+            self.leaves_empty, self.program, self.reason
+        )
+    }
+}
+
+/// How an optional program is attached.
+#[derive(Debug, Clone, Copy)]
+enum OptionalKind {
+    /// `tp_btf/<tracepoint>`.
+    Tracepoint(&'static str),
+    /// `cgroup/sock_release`, on the watched cgroup.
+    SockRelease,
+    /// `iter/<type>`, linked (not attached); `bool`: walks flowsql's socket storage.
+    Iter(&'static str, bool),
+}
+
+/// A program beyond the two cgroup_skb ones.
+#[derive(Debug)]
+struct Optional {
+    program: &'static str,
+    section: &'static str,
+    kind: OptionalKind,
+    needed: fn(Features) -> bool,
+    leaves_empty: &'static str,
+}
+
+const OPTIONAL: &[Optional] = &[
+    Optional {
+        program: "flowsql_state",
+        section: "tp_btf/inet_sock_set_state",
+        kind: OptionalKind::Tracepoint("inet_sock_set_state"),
+        needed: |f| f.attribution || f.ends,
+        leaves_empty: "processId, processName, userId, executable (flows, flow_ends) and every flow_ends row",
+    },
+    Optional {
+        program: "flowsql_receive_reset",
+        section: "tp_btf/tcp_receive_reset",
+        kind: OptionalKind::Tracepoint("tcp_receive_reset"),
+        needed: |f| f.ends,
+        leaves_empty: "endReason reset-received (such ends read as fin)",
+    },
+    Optional {
+        program: "flowsql_send_reset",
+        section: "tp_btf/tcp_send_reset",
+        kind: OptionalKind::Tracepoint("tcp_send_reset"),
+        needed: |f| f.ends,
+        leaves_empty: "endReason reset-sent (such ends are reported when their socket goes, as fin)",
+    },
+    Optional {
+        program: "flowsql_destroy",
+        section: "tp_btf/tcp_destroy_sock",
+        kind: OptionalKind::Tracepoint("tcp_destroy_sock"),
+        needed: |f| f.ends,
+        leaves_empty: "flow_ends rows of accepted connections reset or timed out while a process held them",
+    },
+    Optional {
+        program: "flowsql_release",
+        section: "cgroup/sock_release",
+        kind: OptionalKind::SockRelease,
+        needed: |f| f.attribution && f.ends,
+        leaves_empty: "acceptingProcessId, acceptingProcessName (flow_ends)",
+    },
+    Optional {
+        program: "flowsql_exec",
+        section: "tp_btf/sched_process_exec",
+        kind: OptionalKind::Tracepoint("sched_process_exec"),
+        needed: |f| f.attribution,
+        leaves_empty: "executable of programs started after the capture and gone before their flow was read",
+    },
+    Optional {
+        program: "flowsql_cgroup_mkdir",
+        section: "tp_btf/cgroup_mkdir",
+        kind: OptionalKind::Tracepoint("cgroup_mkdir"),
+        needed: |f| f.attribution,
+        leaves_empty: "cgroupPath, containerId of cgroups made after the capture started",
+    },
+    Optional {
+        program: "flowsql_cgroup_rmdir",
+        section: "tp_btf/cgroup_rmdir",
+        kind: OptionalKind::Tracepoint("cgroup_rmdir"),
+        needed: |f| f.attribution,
+        leaves_empty: "nothing (removed cgroups are kept longer)",
+    },
+    Optional {
+        program: "flowsql_cgroup_rename",
+        section: "tp_btf/cgroup_rename",
+        kind: OptionalKind::Tracepoint("cgroup_rename"),
+        needed: |f| f.attribution,
+        leaves_empty: "the new cgroupPath of renamed cgroups",
+    },
+    Optional {
+        program: "flowsql_iter_tcp",
+        section: "iter/tcp",
+        kind: OptionalKind::Iter("tcp", false),
+        needed: |f| f.attribution || f.ends,
+        leaves_empty: "who owns listeners older than the capture, and the ends of connections older than it",
+    },
+    Optional {
+        program: "flowsql_iter_open",
+        section: "iter/bpf_sk_storage_map",
+        kind: OptionalKind::Iter("bpf_sk_storage_map", true),
+        needed: |f| f.ends,
+        leaves_empty: "open_flows",
+    },
+];
 
 /// Why capture could not start (or stopped).
 #[derive(Debug, thiserror::Error)]
@@ -104,13 +278,24 @@ pub enum CaptureError {
     Poll(#[source] io::Error),
     #[error("failed to turn on the kernel's BPF run-time statistics")]
     Stats(#[source] io::Error),
+    #[error("failed to read the kernel's BTF (needed by the tracing programs)")]
+    Btf(#[source] aya::BtfError),
+    #[error("failed to run the iterator {program}")]
+    Iterator {
+        program: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0} is not available: {1}")]
+    NotAvailable(&'static str, String),
 }
 
 /// What the kernel measured of one program (BPF statistics must be on, see
 /// [`Capture::enable_run_time_stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProgramStats {
-    pub hook: Hook,
+    /// The program's function name (`flowsql_ingress`, `flowsql_state`, ...).
+    pub program: &'static str,
     /// Total time spent in the program.
     pub run_time_ns: u64,
     /// Times it ran (packets).
@@ -144,20 +329,86 @@ pub struct KernelCounters {
     pub dns_ringbuf_full: u64,
     /// DNS messages longer than the kernel copies (parsed as far as they go).
     pub dns_truncated: u64,
+    /// Connection end records submitted to the ring buffer.
+    pub end_events: u64,
+    /// Connection end records lost because the ring buffer was full.
+    pub end_ringbuf_full: u64,
+    /// Begins reported at the ESTABLISHED transition: the SYN-ACK went
+    /// unseen (SYN cookies) or its record was lost.
+    pub begins_recovered: u64,
+    /// Sockets that could not be given storage (memory): not followed.
+    pub storage_failed: u64,
+    /// Exec and cgroup records submitted.
+    pub info_events: u64,
+    /// Exec and cgroup records lost because the ring buffer was full.
+    pub info_ringbuf_full: u64,
 }
 
 impl KernelCounters {
-    /// Records the kernel could not deliver.
+    /// Records the kernel could not deliver: begins, ends, DNS answers, and
+    /// the exec and cgroup records that name processes and cgroups.
     pub fn lost(&self) -> u64 {
-        self.flow_ringbuf_full + self.dns_ringbuf_full
+        self.flow_ringbuf_full + self.dns_ringbuf_full + self.end_ringbuf_full + self.info_ringbuf_full
     }
+}
+
+/// An attached program; dropping it detaches the program.
+#[derive(Debug)]
+enum Attachment {
+    Skb(#[expect(dead_code, reason = "held to stay attached")] aya::programs::cgroup_skb::CgroupSkbLink),
+    Tracepoint(
+        #[expect(dead_code, reason = "held to stay attached")] aya::programs::tp_btf::BtfTracePointLink,
+    ),
+    Sock(#[expect(dead_code, reason = "held to stay attached")] aya::programs::cgroup_sock::CgroupSockLink),
+}
+
+/// The open connections as the kernel sees them: runs
+/// `iter/bpf_sk_storage_map` over flowsql's socket storage. Shareable; each
+/// [`read`](Self::read) is a new walk.
+#[derive(Debug, Clone)]
+pub struct OpenSockets {
+    link: Arc<IterLink>,
+}
+
+impl OpenSockets {
+    /// One record (`KIND_SOCKET`) per connection begun and not ended.
+    pub fn read(&self) -> Result<Vec<Vec<u8>>, CaptureError> {
+        let bytes = self
+            .link
+            .read()
+            .map_err(|source| CaptureError::Iterator { program: "iter/bpf_sk_storage_map", source })?;
+        Ok(split_records(&bytes))
+    }
+}
+
+/// Splits an iterator's output into its records (each starts with its header).
+pub(crate) fn split_records(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    let header = std::mem::size_of::<abi::EventHeader>();
+    while bytes.len() >= header {
+        let length = usize::from(u16::from_ne_bytes([bytes[2], bytes[3]]));
+        if length < header || length > bytes.len() {
+            tracing::warn!(length, left = bytes.len(), "an iterator wrote a record of an impossible length");
+            break;
+        }
+        records.push(bytes[..length].to_vec());
+        bytes = &bytes[length..];
+    }
+    records
 }
 
 /// The loaded, attached programs. Dropping this detaches them.
 pub struct Capture {
     cgroup: Option<PathBuf>,
+    features: Features,
     /// The attachments; dropping one detaches its program.
-    links: Vec<aya::programs::cgroup_skb::CgroupSkbLink>,
+    links: Vec<Attachment>,
+    /// Optional programs this kernel refused.
+    unavailable: Vec<Unavailable>,
+    /// Programs loaded (for their statistics).
+    loaded: Vec<&'static str>,
+    iter_tcp: Option<IterLink>,
+    open: Option<OpenSockets>,
     counters: PerCpuArray<MapData, u64>,
     // Declared last: dropped after the maps taken from it.
     ebpf: Ebpf,
@@ -214,7 +465,7 @@ fn map_create_io_error(error: &EbpfError) -> Option<&io::Error> {
     }
 }
 
-/// One of the two programs.
+/// One of the two cgroup_skb programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     Ingress,
@@ -230,9 +481,32 @@ impl Hook {
     }
 }
 
+/// The watched cgroup's id (its directory's inode) and its depth below the
+/// root of the unified hierarchy (the root is 0).
+fn watched_cgroup(path: &Path) -> Result<(u64, u32), CgroupError> {
+    let inspect =
+        |p: &Path| std::fs::metadata(p).map_err(|source| CgroupError::Inspect { path: p.to_owned(), source });
+    let path = std::fs::canonicalize(path)
+        .map_err(|source| CgroupError::Inspect { path: path.to_owned(), source })?;
+    let metadata = inspect(&path)?;
+    let mut level = 0u32;
+    let mut dir = path.as_path();
+    while let Some(parent) = dir.parent() {
+        if inspect(parent)?.dev() != metadata.dev() {
+            break;
+        }
+        level += 1;
+        dir = parent;
+    }
+    Ok((metadata.ino(), level))
+}
+
 impl Capture {
     /// Loads the programs and attaches them to the configured cgroup. Must be
     /// called inside a tokio runtime (the ring buffer is registered with it).
+    ///
+    /// The reader first yields the sockets older than the capture that were
+    /// adopted ([`abi::KIND_SOCKET`] records), then what the kernel reports.
     pub fn attach(config: &CaptureConfig) -> Result<(Capture, EventReader), CaptureError> {
         let cgroup = match &config.cgroup {
             Some(path) => path.clone(),
@@ -242,9 +516,23 @@ impl Capture {
             return Err(CaptureError::MissingPrivileges { missing });
         }
         cgroup::check_cgroup2_dir(&cgroup)?;
-        let (mut capture, reader) = Capture::load(config.ring_buffer_bytes)?;
-        tracing::info!(cgroup = %cgroup.display(), "capture attaching");
-        capture.attach_programs(cgroup)?;
+        let watched = watched_cgroup(&cgroup)?;
+        let (mut capture, mut reader) =
+            Capture::load_with(config.ring_buffer_bytes, config.features, watched)?;
+        tracing::info!(cgroup = %cgroup.display(), features = ?config.features, "capture attaching");
+        capture.attach_programs(cgroup, &config.withhold)?;
+        for unavailable in &capture.unavailable {
+            tracing::debug!(%unavailable, "optional program unavailable");
+        }
+        if let Some(link) = &capture.iter_tcp {
+            reader.pending.extend(crate::existing::adopt(link));
+        }
+        tracing::info!(
+            programs = capture.loaded.len(),
+            unavailable = capture.unavailable.len(),
+            adopted = reader.pending.len(),
+            "capture attached"
+        );
         Ok((capture, reader))
     }
 
@@ -252,6 +540,14 @@ impl Capture {
     /// they then only run through [`Capture::test_run`]. Must be called
     /// inside a tokio runtime.
     pub fn load(ring_buffer_bytes: u32) -> Result<(Capture, EventReader), CaptureError> {
+        Capture::load_with(ring_buffer_bytes, Features::default(), (0, 0))
+    }
+
+    fn load_with(
+        ring_buffer_bytes: u32,
+        features: Features,
+        (watched_id, watched_level): (u64, u32),
+    ) -> Result<(Capture, EventReader), CaptureError> {
         if let Some(missing) = missing_capabilities() {
             return Err(CaptureError::MissingPrivileges { missing });
         }
@@ -260,8 +556,12 @@ impl Capture {
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < page {
             return Err(CaptureError::RingBufferSize(ring_buffer_bytes));
         }
+        let bits = features.bits();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(abi::MAP_EVENTS, ring_buffer_bytes)
+            .override_global(abi::GLOBAL_FEATURES, &bits, true)
+            .override_global(abi::GLOBAL_WATCHED_CGROUP_ID, &watched_id, true)
+            .override_global(abi::GLOBAL_WATCHED_LEVEL, &watched_level, true)
             .load(abi::BPF_OBJECT)
             .map_err(|error| match map_create_io_error(&error) {
                 Some(io) if is_permission_error(io) => privileges_error(),
@@ -295,10 +595,21 @@ impl Capture {
         )
         .map_err(|source| CaptureError::Map { map: abi::MAP_EVENTS, source })?;
         let reader = EventReader::new(ring, ring_buffer_bytes)?;
-        Ok((Capture { cgroup: None, links: Vec::new(), counters, ebpf }, reader))
+        let capture = Capture {
+            cgroup: None,
+            features,
+            links: Vec::new(),
+            unavailable: Vec::new(),
+            loaded: vec![abi::PROGRAM_INGRESS, abi::PROGRAM_EGRESS],
+            iter_tcp: None,
+            open: None,
+            counters,
+            ebpf,
+        };
+        Ok((capture, reader))
     }
 
-    fn attach_programs(&mut self, cgroup: PathBuf) -> Result<(), CaptureError> {
+    fn attach_programs(&mut self, cgroup: PathBuf, withhold: &[&'static str]) -> Result<(), CaptureError> {
         let cgroup_file =
             File::open(&cgroup).map_err(|source| CgroupError::Inspect { path: cgroup.clone(), source })?;
         for (hook, attach_type) in
@@ -315,10 +626,130 @@ impl Capture {
                     ProgramError::SyscallError(e) if is_permission_error(&e.io_error) => privileges_error(),
                     _ => CaptureError::Attach { program, cgroup: cgroup.clone(), source },
                 })?;
-            self.links.push(link);
+            self.links.push(Attachment::Skb(link));
         }
         self.cgroup = Some(cgroup);
+        let needed: Vec<&Optional> = OPTIONAL.iter().filter(|o| (o.needed)(self.features)).collect();
+        if needed.is_empty() {
+            return Ok(());
+        }
+        let btf = match Btf::from_sys_fs() {
+            Ok(btf) => btf,
+            Err(error) => {
+                let reason = format!("no kernel BTF: {error}");
+                self.unavailable.extend(needed.iter().map(|o| Unavailable {
+                    program: o.section,
+                    leaves_empty: o.leaves_empty,
+                    reason: reason.clone(),
+                }));
+                return Ok(());
+            }
+        };
+        for optional in needed {
+            let started = if withhold.contains(&optional.program) {
+                Err("not loaded: withheld by the capture's configuration".to_owned())
+            } else {
+                self.start_optional(optional, &btf, &cgroup_file)
+            };
+            if let Err(reason) = started {
+                self.unavailable.push(Unavailable {
+                    program: optional.section,
+                    leaves_empty: optional.leaves_empty,
+                    reason,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// Loads and attaches (or links) one optional program; the reason it
+    /// could not, in one line.
+    fn start_optional(&mut self, optional: &Optional, btf: &Btf, cgroup: &File) -> Result<(), String> {
+        let describe = |error: ProgramError| match error {
+            ProgramError::LoadError { io_error, verifier_log } => {
+                let log = verifier_log.to_string();
+                tracing::debug!(program = optional.program, %log, "verifier log");
+                if std::env::var_os("FLOWSQL_PROBE").is_some() {
+                    eprintln!("{log}");
+                }
+                // The verifier's reason comes before its statistics.
+                let statistics = ["verification time", "stack depth", "processed "];
+                let last = log
+                    .lines()
+                    .rev()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !statistics.iter().any(|s| l.starts_with(s)))
+                    .unwrap_or("")
+                    .to_owned();
+                if last.is_empty() {
+                    format!("refused: {io_error}")
+                } else {
+                    format!("refused: {io_error}: {last}")
+                }
+            }
+            other => error_chain(&other),
+        };
+        let program =
+            self.ebpf.program_mut(optional.program).ok_or_else(|| "not in the object".to_owned())?;
+        match optional.kind {
+            OptionalKind::Tracepoint(tracepoint) => {
+                let prog: &mut BtfTracePoint = program.try_into().map_err(describe)?;
+                prog.load(tracepoint, btf).map_err(describe)?;
+                let link = prog.attach().and_then(|id| prog.take_link(id)).map_err(describe)?;
+                self.links.push(Attachment::Tracepoint(link));
+            }
+            OptionalKind::SockRelease => {
+                let prog: &mut CgroupSock = program.try_into().map_err(describe)?;
+                prog.load().map_err(describe)?;
+                let link = prog
+                    .attach(cgroup, CgroupAttachMode::Single)
+                    .and_then(|id| prog.take_link(id))
+                    .map_err(describe)?;
+                self.links.push(Attachment::Sock(link));
+            }
+            OptionalKind::Iter(iter_type, over_sockets) => {
+                let prog: &mut Iter = program.try_into().map_err(describe)?;
+                prog.load(iter_type, btf).map_err(describe)?;
+                let prog_fd = prog.fd().map_err(describe)?.try_clone().map_err(|e| e.to_string())?;
+                let prog_fd = prog_fd.as_fd();
+                let link = if over_sockets {
+                    let map = match self.ebpf.map(abi::MAP_SOCKETS) {
+                        Some(Map::SkStorage(data)) => data,
+                        _ => {
+                            return Err(format!("the object has no socket storage map {}", abi::MAP_SOCKETS));
+                        }
+                    };
+                    IterLink::create(prog_fd, Some(map.fd().as_fd()))
+                } else {
+                    IterLink::create(prog_fd, None)
+                }
+                .map_err(|e| format!("cannot link it: {e}"))?;
+                if over_sockets {
+                    self.open = Some(OpenSockets { link: Arc::new(link) });
+                } else {
+                    self.iter_tcp = Some(link);
+                }
+            }
+        }
+        self.loaded.push(optional.program);
+        Ok(())
+    }
+
+    /// The optional programs this kernel refused, each once: what the capture
+    /// cannot fill, and why. Empty when everything runs.
+    pub fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
+    }
+
+    /// What the capture records.
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
+    /// The open connections, read on demand (`None` when connection ends
+    /// are not followed).
+    pub fn open_sockets(&self) -> Option<OpenSockets> {
+        self.open.clone()
     }
 
     /// Turns on the kernel's BPF run-time statistics (`BPF_ENABLE_STATS`)
@@ -340,16 +771,15 @@ impl Capture {
             .map_err(|source| CaptureError::Load { program, source })
     }
 
-    /// Run time and run count of each program so far.
+    /// Run time and run count of each loaded program so far.
     pub fn program_stats(&self) -> Result<Vec<ProgramStats>, CaptureError> {
-        [Hook::Ingress, Hook::Egress]
-            .into_iter()
-            .map(|hook| {
-                let program = hook.program();
-                let prog = self.cgroup_skb(hook)?;
+        self.loaded
+            .iter()
+            .map(|&program| {
+                let prog = self.ebpf.program(program).ok_or(CaptureError::MissingInObject(program))?;
                 let info = prog.info().map_err(|source| CaptureError::Load { program, source })?;
                 Ok(ProgramStats {
-                    hook,
+                    program,
                     run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
                     run_count: info.run_count(),
                 })
@@ -422,8 +852,26 @@ impl Capture {
             dns_events: read(counter_slot::DNS_EVENTS)?,
             dns_ringbuf_full: read(counter_slot::DNS_RINGBUF_FULL)?,
             dns_truncated: read(counter_slot::DNS_TRUNCATED)?,
+            end_events: read(counter_slot::END_EVENTS)?,
+            end_ringbuf_full: read(counter_slot::END_RINGBUF_FULL)?,
+            begins_recovered: read(counter_slot::BEGIN_RECOVERED)?,
+            storage_failed: read(counter_slot::STORAGE_FAILED)?,
+            info_events: read(counter_slot::INFO_EVENTS)?,
+            info_ringbuf_full: read(counter_slot::INFO_RINGBUF_FULL)?,
         })
     }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The program of `hook` in `ebpf`, to load or attach.
@@ -506,6 +954,8 @@ impl Drop for RingPositions {
 
 /// Reads records from the ring buffer as they arrive.
 pub struct EventReader {
+    /// Records to hand out before the ring buffer's (sockets adopted at start).
+    pending: VecDeque<Vec<u8>>,
     ring: AsyncFd<RingBuf<MapData>>,
     positions: RingPositions,
     size_bytes: u64,
@@ -527,7 +977,13 @@ impl EventReader {
         // the descriptor outlives the registration.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(e.into_parts().1))?;
-        Ok(EventReader { ring, positions, size_bytes: u64::from(size_bytes), max_pending_bytes: 0 })
+        Ok(EventReader {
+            pending: VecDeque::new(),
+            ring,
+            positions,
+            size_bytes: u64::from(size_bytes),
+            max_pending_bytes: 0,
+        })
     }
 
     /// How full the ring buffer is now, and was at its fullest.
@@ -552,6 +1008,13 @@ impl EventReader {
     /// filling up (a wakeup per record costs more than the record), so it
     /// also looks every [`DRAIN_INTERVAL`]: a record waits at most that long.
     pub async fn read(&mut self, mut handle: impl FnMut(&[u8])) -> Result<usize, CaptureError> {
+        if !self.pending.is_empty() {
+            let read = self.pending.len();
+            for record in self.pending.drain(..) {
+                handle(&record);
+            }
+            return Ok(read);
+        }
         loop {
             let read = match tokio::time::timeout(DRAIN_INTERVAL, self.ring.readable_mut()).await {
                 Ok(guard) => {
@@ -575,8 +1038,12 @@ impl EventReader {
     /// Hands every record already in the ring buffer to `handle`, without
     /// waiting. Used at shutdown, after the programs are detached.
     pub fn drain(&mut self, mut handle: impl FnMut(&[u8])) -> usize {
+        let pending = self.pending.len();
+        for record in self.pending.drain(..) {
+            handle(&record);
+        }
         self.note_fill();
-        Self::drain_ring(self.ring.get_mut(), &mut handle)
+        pending + Self::drain_ring(self.ring.get_mut(), &mut handle)
     }
 
     fn drain_ring(ring: &mut RingBuf<MapData>, handle: &mut impl FnMut(&[u8])) -> usize {

@@ -77,7 +77,7 @@ impl StoreReader {
                 // The snapshot's first read fixes what it sees: take it
                 // while the writer cannot commit.
                 let mut snapshot = None;
-                let batches = live.snapshot(range, &mut || {
+                let batches = live.snapshot(table, range, &mut || {
                     snapshot = Some(store.snapshot(table, range)?);
                     Ok(())
                 })?;
@@ -99,7 +99,7 @@ pub struct EventTableProvider {
 
 impl EventTableProvider {
     /// `table` as the query sees it; `live` are the uncommitted rows of this
-    /// process's capture, if it captures (flows only).
+    /// process's capture, if it captures.
     pub fn new(table: EventTable, reader: Arc<StoreReader>, live: Option<Arc<dyn LiveFlows>>) -> Self {
         let schema = crate::view_types::with_view_types(table.schema());
         EventTableProvider { table, schema, reader, live }

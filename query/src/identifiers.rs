@@ -9,12 +9,15 @@
 //! then all name the same column, and results print it as `dstDomains`.
 //!
 //! Output aliases that match a column name are rewritten too, so that an
-//! alias and an `ORDER BY` that refers to it stay the same name.
+//! alias and an `ORDER BY` that refers to it stay the same name, and so are
+//! the columns of `JOIN ... USING (hostName, flowId)`.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{Expr, Ident, SelectItem, VisitMut, VisitorMut};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Ident, JoinConstraint, JoinOperator, ObjectNamePart, SelectItem, VisitMut, VisitorMut,
+};
 
 /// Known column names, keyed by their lower-case form.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +71,40 @@ impl VisitorMut for Rewriter<'_> {
                 self.names.canonicalize(alias);
             }
         }
+        for join in select.from.iter_mut().flat_map(|table| table.joins.iter_mut()) {
+            if let Some(JoinConstraint::Using(columns)) = constraint(&mut join.join_operator) {
+                for part in columns.iter_mut().flat_map(|name| name.0.iter_mut()) {
+                    if let ObjectNamePart::Identifier(ident) = part {
+                        self.names.canonicalize(ident);
+                    }
+                }
+            }
+        }
         ControlFlow::Continue(())
+    }
+}
+
+/// The constraint (`ON`, `USING`, ...) of a join, if it has one.
+fn constraint(operator: &mut JoinOperator) -> Option<&mut JoinConstraint> {
+    use JoinOperator as J;
+    match operator {
+        J::Join(c)
+        | J::Inner(c)
+        | J::Left(c)
+        | J::LeftOuter(c)
+        | J::Right(c)
+        | J::RightOuter(c)
+        | J::FullOuter(c)
+        | J::CrossJoin(c)
+        | J::Semi(c)
+        | J::LeftSemi(c)
+        | J::RightSemi(c)
+        | J::Anti(c)
+        | J::LeftAnti(c)
+        | J::RightAnti(c)
+        | J::StraightJoin(c)
+        | J::AsOf { constraint: c, .. } => Some(c),
+        J::CrossApply | J::OuterApply | J::ArrayJoin | J::LeftArrayJoin | J::InnerArrayJoin => None,
     }
 }
 
@@ -102,6 +138,21 @@ mod tests {
         assert_eq!(
             rewritten("SELECT unnest(dstdomains) AS d FROM flows"),
             r#"SELECT unnest("dstDomains") AS d FROM flows"#
+        );
+    }
+
+    #[test]
+    fn join_using_columns_resolve_too() {
+        let names = ColumnNames::new(["hostName", "flowId"]);
+        let mut statements = Parser::parse_sql(
+            &GenericDialect {},
+            "SELECT count(*) FROM flows JOIN flow_ends USING (hostName, flowid)",
+        )
+        .expect("parses");
+        names.rewrite(&mut statements);
+        assert_eq!(
+            statements[0].to_string(),
+            r#"SELECT count(*) FROM flows JOIN flow_ends USING("hostName", "flowId")"#
         );
     }
 

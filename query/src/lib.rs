@@ -3,7 +3,10 @@
 //!
 //! - `flows`: every flow once, from the cold Parquet tier, the hot tier's
 //!   batches and (in a capturing process) rows not committed yet
-//!   ([`event_tables`], [`hot_scan`]);
+//!   ([`event_tables`], [`hot_scan`]); `flow_ends`, how each connection
+//!   ended, the same way;
+//! - `open_flows`: in a capturing process, the connections open now as the
+//!   kernel sees them ([`open_flows`]);
 //! - `domains`: what DNS answers taught, one row per address, name and
 //!   validity period, for as-of joins ([`store_tables`]);
 //! - `capture_stats`: the capture's counters over time, loss included;
@@ -25,6 +28,7 @@ pub mod functions;
 pub mod hot_scan;
 pub mod identifiers;
 pub mod live;
+pub mod open_flows;
 pub mod store_tables;
 pub mod time_range;
 pub mod view_types;
@@ -45,6 +49,7 @@ use futures::TryStreamExt;
 use crate::event_tables::{EventTableProvider, StoreReader};
 use crate::identifiers::ColumnNames;
 pub use crate::live::LiveFlows;
+pub use crate::open_flows::OpenFlows;
 use crate::store_tables::{StoreTable, StoreTableProvider};
 
 /// What to open.
@@ -53,6 +58,8 @@ pub struct SessionOptions {
     pub data_dir: PathBuf,
     /// The uncommitted rows of this process's own capture, if it captures.
     pub live: Option<Arc<dyn LiveFlows>>,
+    /// The open connections of this process's own capture, if it captures.
+    pub open_flows: Option<Arc<dyn OpenFlows>>,
     /// Parallelism of scans and operators; default: the number of cores.
     pub target_partitions: Option<usize>,
     /// The event tables to query (each becomes a SQL table of its name);
@@ -65,6 +72,7 @@ impl SessionOptions {
         SessionOptions {
             data_dir: data_dir.into(),
             live: None,
+            open_flows: None,
             target_partitions: None,
             event_tables: flowsql_store::event_tables(),
         }
@@ -163,6 +171,7 @@ fn writable(path: &std::path::Path) -> bool {
 fn describe_table(name: &str) -> &'static str {
     match name {
         "flows" => "every TCP connection begin, one row per monitored endpoint",
+        "flow_ends" => "how each connection ended (and failed attempts), one row per monitored endpoint",
         _ => "events recorded by the capture",
     }
 }
@@ -217,6 +226,11 @@ impl Session {
             .collect();
         tables.extend([
             TableInfo {
+                name: "open_flows",
+                schema: view_types::with_view_types(&flowsql_store::flow_ends_schema()),
+                description: "connections begun and not ended, with their counters now (with --capture)",
+            },
+            TableInfo {
                 name: "domains",
                 schema: view_types::with_view_types(&flowsql_store::domains_schema()),
                 description: "DNS names of addresses, one row per address, name and validity period",
@@ -228,14 +242,15 @@ impl Session {
             },
         ]);
         for table in &options.event_tables {
-            // This process's uncommitted rows are flows.
-            let live =
-                (table.name() == flowsql_store::flows_table().name()).then(|| options.live.clone()).flatten();
             ctx.register_table(
                 table.name(),
-                Arc::new(EventTableProvider::new(table.clone(), Arc::clone(&reader), live)),
+                Arc::new(EventTableProvider::new(table.clone(), Arc::clone(&reader), options.live.clone())),
             )?;
         }
+        ctx.register_table(
+            "open_flows",
+            Arc::new(open_flows::OpenFlowsProvider::new(options.open_flows.clone())),
+        )?;
         ctx.register_table(
             "domains",
             Arc::new(StoreTableProvider::new(StoreTable::Domains, Arc::clone(&reader))),

@@ -1,11 +1,13 @@
-//! Rows a capturing process holds that are not committed to the store yet.
+//! Rows a capturing process holds that are not committed to the store yet
+//! (`flows` and `flow_ends`).
 //!
 //! `flowsql shell --capture` records in-process; its queries must see flows
 //! at once, and each flow exactly once even while the writer commits. The
-//! writer implements [`LiveFlows`]: while it takes a snapshot it holds off
-//! committing, and the query opens its SQLite read transaction inside that
-//! window. So a row is either still live (and not yet in SQLite's snapshot)
-//! or committed (and in it), never both, never neither.
+//! store writer's uncommitted rows, [`flowsql_store::LiveRows`], implement
+//! [`LiveFlows`]: while a snapshot is taken the writer cannot commit, and
+//! the query opens its SQLite read transaction inside that window. So a row
+//! is either still live (and not yet in SQLite's snapshot) or committed (and
+//! in it), never both, never neither.
 
 use datafusion::arrow::record_batch::RecordBatch;
 use flowsql_store::{StoreError, TimeRange};
@@ -13,10 +15,11 @@ use flowsql_store::{StoreError, TimeRange};
 /// The uncommitted rows of a capturing process.
 pub trait LiveFlows: Send + Sync + std::fmt::Debug {
     /// Calls `begin` (which starts the store's read snapshot) while no
-    /// commit can happen, then returns the uncommitted flows of `range` as of
-    /// that moment, as batches of the flows schema.
+    /// commit can happen, then returns the uncommitted rows of the event
+    /// table `table` in `range` as of that moment, as batches of its schema.
     fn snapshot(
         &self,
+        table: &str,
         range: TimeRange,
         begin: &mut dyn FnMut() -> Result<(), StoreError>,
     ) -> Result<Vec<RecordBatch>, StoreError>;
@@ -26,9 +29,10 @@ pub trait LiveFlows: Send + Sync + std::fmt::Debug {
 impl LiveFlows for flowsql_store::LiveRows {
     fn snapshot(
         &self,
+        table: &str,
         range: TimeRange,
         begin: &mut dyn FnMut() -> Result<(), StoreError>,
     ) -> Result<Vec<RecordBatch>, StoreError> {
-        flowsql_store::LiveRows::snapshot(self, range, begin)
+        flowsql_store::LiveRows::snapshot(self, table, range, begin)
     }
 }

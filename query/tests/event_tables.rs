@@ -16,28 +16,8 @@ use flowsql_event::{Direction, DomainList, DomainName, FlowBegin};
 use flowsql_query::{Session, SessionOptions};
 use flowsql_store::cold::HOUR_NS;
 use flowsql_store::synthetic::BASE_NS;
+use flowsql_store::test_util::TempDir;
 use flowsql_store::{EventTable, ExportOptions, Store, StoreWriter, TimeRange, WriterConfig, event_tables};
-
-/// A directory removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let path = std::env::temp_dir().join(format!("flowsql-query-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        Dir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A table flowsql does not have: probes, timed by `at`.
 fn probes() -> EventTable {
@@ -94,7 +74,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn a_second_event_table_goes_through_every_tier_with_no_code_of_its_own() {
-    let dir = Dir::new("probes");
+    let dir = TempDir::new("query-probes");
     let table = probes();
     // Ingest, through the capture's writer.
     Store::open_with_tables(dir.path(), tables_with_probes()).expect("store");
@@ -168,6 +148,8 @@ fn flow(i: u16, names: &DomainList) -> FlowBegin {
         dst_domains: Arc::clone(names),
         cgroup_id: 7,
         host_name: "h".into(),
+        flow_id: 0,
+        attribution: flowsql_event::Attribution::default(),
     }
 }
 
@@ -190,7 +172,7 @@ async fn names_by_sql(session: &Session) -> Vec<(u16, Vec<String>)> {
 
 #[tokio::test]
 async fn flows_with_0_1_and_32_names_come_back_exactly_from_every_tier() {
-    let dir = Dir::new("names");
+    let dir = TempDir::new("query-names");
     let none = DomainList::default();
     let one: DomainList = vec![DomainName::from("one.example")].into();
     let many: DomainList =

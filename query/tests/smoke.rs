@@ -3,12 +3,13 @@
 
 use flowsql_query::{Session, SessionOptions};
 use flowsql_store::batch_from_flows;
+use flowsql_store::test_util::TempDir;
 use flowsql_store::{ExportOptions, Store, synthetic};
 
 #[tokio::test]
 async fn counts_each_flow_once_across_tiers() {
-    let dir = std::env::temp_dir().join(format!("flowsql-query-smoke-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new("query-smoke");
+    let dir = temp.path().join("data");
     let flows: Vec<_> = (0..1000).map(|i| synthetic::indexed_flow(1, i)).collect();
     let cutoff = flows[500].timestamp_ns;
     {
@@ -27,13 +28,12 @@ async fn counts_each_flow_once_across_tiers() {
         .await
         .expect("mixed case");
     assert_eq!(batches[0].num_rows(), 1);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn result_columns_print_as_the_event_spells_them() {
-    let dir = std::env::temp_dir().join(format!("flowsql-query-names-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new("query-names");
+    let dir = temp.path().join("data");
     {
         let mut store = Store::open(&dir).expect("store");
         let flows: Vec<_> = (0..3).map(|i| synthetic::indexed_flow(1, i)).collect();
@@ -49,15 +49,14 @@ async fn result_columns_print_as_the_event_spells_them() {
         let names: Vec<_> = batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["dstDomains", "srcIP"], "{sql}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Exports move rows from SQLite to Parquet while queries count them: every
 /// count sees each row exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_stay_exact_while_exports_run() {
-    let dir = std::env::temp_dir().join(format!("flowsql-query-race-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new("query-race");
+    let dir = temp.path().join("data");
     const HOUR: i64 = 3_600_000_000_000;
     let start = 1_795_737_600_000_000_000i64;
     // 40 hours of flows, 500 per hour.
@@ -97,14 +96,13 @@ async fn counts_stay_exact_while_exports_run() {
         Store::open(&dir).expect("store").cold_files(flowsql_store::TimeRange::ALL).expect("files").len();
     assert!(cold >= 40, "the exports ran ({cold} files)");
     eprintln!("{queries} exact counts while 40 exports ran");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn domains_written_by_another_process_show_up_in_the_next_query() {
     use flowsql_event::DomainObservation;
-    let dir = std::env::temp_dir().join(format!("flowsql-query-domcache-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new("query-domcache");
+    let dir = temp.path().join("data");
     let mut writer = Store::open(&dir).expect("store");
     let observe = |name: &str| DomainObservation {
         ip: "192.0.2.1".parse().expect("ip"),
@@ -131,7 +129,6 @@ async fn domains_written_by_another_process_show_up_in_the_next_query() {
         2,
         "the cache saw the change"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A capturing process's queries: rows the writer has not committed are
@@ -142,8 +139,8 @@ async fn live_rows_are_seen_at_once_and_exactly_once_while_the_writer_commits() 
     use std::sync::Arc;
     use std::time::Duration;
 
-    let dir = std::env::temp_dir().join(format!("flowsql-query-live-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new("query-live");
+    let dir = temp.path().join("data");
     Store::open(&dir).expect("store");
     let live = LiveRows::new();
     let config = WriterConfig {
@@ -214,5 +211,99 @@ async fn live_rows_are_seen_at_once_and_exactly_once_while_the_writer_commits() 
     assert_eq!((n, distinct), (20_000, 20_000));
     assert!(live.is_empty());
     eprintln!("{queries} queries while the writer committed");
+}
+
+/// Ends travel like flows: live at once, committed in the same
+/// transactions, each seen once, joined to their begins by flowId.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_ends_are_seen_at_once_and_exactly_once_beside_their_begins() {
+    use flowsql_event::{EndReason, FlowEnd};
+    use flowsql_store::{LiveRows, StoreWriter, WriterConfig};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!("flowsql-query-live-ends-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Store::open(&dir).expect("store");
+    let live = LiveRows::new();
+    let config = WriterConfig {
+        batch_rows: 61,
+        batch_age: Duration::from_secs(3600),
+        live: Some(Arc::clone(&live)),
+        ..WriterConfig::default()
+    };
+    let writer = StoreWriter::spawn(&dir, config).expect("writer");
+    let options = SessionOptions {
+        live: Some(live.clone() as Arc<dyn flowsql_query::LiveFlows>),
+        ..SessionOptions::new(&dir)
+    };
+    let session = Session::open(options).expect("session");
+    let end_of = |i: u64| {
+        let begin = synthetic::indexed_flow(4, i);
+        FlowEnd {
+            timestamp_ns: begin.timestamp_ns + 1_000,
+            direction: begin.direction,
+            src_ip: begin.src_ip,
+            dst_ip: begin.dst_ip,
+            src_port: begin.src_port,
+            dst_port: begin.dst_port,
+            src_domains: begin.src_domains.clone(),
+            dst_domains: begin.dst_domains.clone(),
+            duration_ns: Some(1_000),
+            src_bytes: i,
+            dst_bytes: 2 * i,
+            src_packets: 1,
+            dst_packets: 1,
+            retransmits: 0,
+            rtt_micros: 10,
+            reason: EndReason::Fin,
+            closed_by: None,
+            begun_before_capture: false,
+            host_name: begin.host_name.clone(),
+            cgroup_id: begin.cgroup_id,
+            flow_id: begin.flow_id,
+            attribution: begin.attribution.clone(),
+            accepting_process_id: None,
+            accepting_process_name: "".into(),
+        }
+    };
+    let total = 5_000u64;
+    let sender = std::thread::spawn(move || {
+        for i in 0..total {
+            writer.send_blocking(synthetic::indexed_flow(4, i));
+            assert!(writer.send_end(end_of(i)), "queued");
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        }
+        writer.finish()
+    });
+    // One scan: one snapshot of the store and the live rows.
+    let sql = "SELECT count(*), count(DISTINCT flowId), 0 FROM flow_ends";
+    let joined =
+        "SELECT count(*), count(DISTINCT flowId), 0 FROM flows JOIN flow_ends USING (hostName, flowId)";
+    let counts = |batches: Vec<datafusion::arrow::record_batch::RecordBatch>| -> [i64; 3] {
+        let column = |c: usize| {
+            batches[0]
+                .column(c)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .expect("i64")
+                .value(0)
+        };
+        [column(0), column(1), column(2)]
+    };
+    let mut last = 0;
+    while !sender.is_finished() {
+        let [n, distinct, _] = counts(session.sql(sql).await.expect("count"));
+        assert_eq!(n, distinct, "an end seen twice");
+        assert!(n >= last, "ends went missing: {n} after {last}");
+        last = n;
+    }
+    let counters = sender.join().expect("sender");
+    assert_eq!(counters.rows_stored, 2 * total, "flows and ends");
+    assert_eq!(counts(session.sql(sql).await.expect("count")), [total as i64, total as i64, 0]);
+    assert_eq!(counts(session.sql(joined).await.expect("join")), [total as i64, total as i64, 0]);
+    assert!(live.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }

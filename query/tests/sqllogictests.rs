@@ -15,13 +15,15 @@
 //! | 7 | 11:45:00 | hot | incoming | 192.168.1.20:60000 | 10.0.0.5:22 | |
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use flowsql_event::{Direction, DomainList, DomainObservation, FlowBegin};
+use flowsql_event::{Direction, DomainList, DomainObservation, EndReason, FlowBegin, FlowEnd};
 use flowsql_query::{QueryError, Session, SessionOptions};
 use flowsql_store::batch_from_flows;
+use flowsql_store::test_util::TempDir;
 use flowsql_store::{ExportOptions, Store};
 use futures::TryStreamExt;
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -51,6 +53,8 @@ fn flow(time: i64, direction: Direction, src: &str, dst: &str, dst_domains: &[&s
         dst_domains: names.into(),
         cgroup_id: 1,
         host_name: "host1".into(),
+        flow_id: 0,
+        attribution: flowsql_event::Attribution::default(),
     }
 }
 
@@ -90,12 +94,91 @@ fn build_fixture(dir: &Path) {
         // A second period of example.com, after the first ran out.
         observation("93.184.216.34", "example.com", "example.com", at(12, 0, 0), at(12, 5, 0)),
     ];
+    // flowIds 1..7; who made them.
+    let flows: Vec<FlowBegin> = flows
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let incoming = f.direction == Incoming;
+            FlowBegin {
+                flow_id: i as u64 + 1,
+                attribution: flowsql_event::Attribution {
+                    process_id: Some(if incoming { 812 } else { 4100 + i as u32 % 2 }),
+                    process_name: if incoming {
+                        "sshd"
+                    } else if i % 2 == 0 {
+                        "curl"
+                    } else {
+                        "python3"
+                    }
+                    .into(),
+                    user_id: Some(if incoming { 0 } else { 1000 }),
+                    executable: if incoming { "/usr/sbin/sshd" } else { "/usr/bin/curl" }.into(),
+                    cgroup_path: "/system.slice/x.service".into(),
+                    container_id: "".into(),
+                },
+                ..f
+            }
+        })
+        .collect();
+    // How they ended: each a few seconds after its begin, flowId shared;
+    // plus a failed attempt (no begin) with a flowId of its own.
+    let mut ends: Vec<FlowEnd> = flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FlowEnd {
+            timestamp_ns: f.timestamp_ns + (i as i64 + 1) * SECOND,
+            direction: f.direction,
+            src_ip: f.src_ip,
+            dst_ip: f.dst_ip,
+            src_port: f.src_port,
+            dst_port: f.dst_port,
+            src_domains: f.src_domains.clone(),
+            dst_domains: f.dst_domains.clone(),
+            duration_ns: Some((i as i64 + 1) * SECOND),
+            src_bytes: 100 * (i as u64 + 1),
+            dst_bytes: 1000 * (i as u64 + 1),
+            src_packets: 3,
+            dst_packets: 4,
+            retransmits: 0,
+            rtt_micros: 40,
+            reason: if i == 2 { EndReason::ResetReceived } else { EndReason::Fin },
+            closed_by: Some(flowsql_event::Side::Src),
+            begun_before_capture: false,
+            host_name: Arc::clone(&f.host_name),
+            cgroup_id: f.cgroup_id,
+            flow_id: f.flow_id,
+            attribution: f.attribution.clone(),
+            accepting_process_id: (f.direction == Incoming).then_some(813),
+            accepting_process_name: if f.direction == Incoming { "sshd" } else { "" }.into(),
+        })
+        .collect();
+    let attempt = &ends[0];
+    ends.push(FlowEnd {
+        timestamp_ns: at(11, 50, 0),
+        src_port: 40006,
+        dst_ip: "203.0.113.9".parse().expect("ip"),
+        dst_port: 5432,
+        dst_domains: DomainList::default(),
+        duration_ns: Some(3 * SECOND),
+        src_bytes: 0,
+        dst_bytes: 0,
+        src_packets: 2,
+        dst_packets: 0,
+        reason: EndReason::Timeout,
+        closed_by: None,
+        flow_id: 100,
+        ..attempt.clone()
+    });
     let mut store = Store::open(dir).expect("store opens");
     store.insert_flows(&batch_from_flows(&flows)).expect("insert flows");
+    store
+        .insert(flowsql_store::flow_ends_table().name(), &flowsql_store::batch_from_ends(&ends))
+        .expect("insert ends");
     store.record_domains(&observations).expect("record domains");
     // Hour 10 goes to Parquet; hour 11 stays in SQLite.
     let report = store.export(&ExportOptions::up_to(at(11, 0, 0)), &mut |_| {}).expect("export");
-    assert_eq!(report.rows, 4, "four flows in the cold tier");
+    assert_eq!(report.rows, 8, "four flows and their ends in the cold tier");
 }
 
 /// The session as a sqllogictest database.
@@ -162,8 +245,8 @@ impl sqllogictest::AsyncDB for FlowSqlDb {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_behaviour() {
-    let dir = std::env::temp_dir().join(format!("flowsql-slt-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new("slt");
+    let dir = temp.path().join("data");
     build_fixture(&dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt"))
         .expect("slt directory")
@@ -186,6 +269,5 @@ async fn sql_behaviour() {
             failures.push(format!("{}: {}", file.display(), error.display(true)));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -1,9 +1,15 @@
 //! The command line: every subcommand and option, with the help users see.
+//!
+//! The flags of settings (`--data-dir`, `--export-every`, `--log-level`,
+//! ...) are not written here: [`SettingFlags`] makes them from the table of
+//! keys ([`flowsql_service::settings::KEYS`]), each with its help, and hands
+//! what was given to the configuration loader as text.
 
+use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use flowsql_service::settings::{FlagValue, KEYS, Key, Layers, Scope};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -12,30 +18,25 @@ use clap::{Args, Parser, Subcommand};
     about = "Record every TCP connection begin with eBPF and query the flows with SQL"
 )]
 pub struct Cli {
+    /// Configuration file (TOML). Default: FLOWSQL_CONFIG, else /etc/flowsql/config.toml if it exists.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub global: SettingFlags<GlobalFlags>,
 
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Options every command takes. Each setting also comes from the
-/// environment (FLOWSQL_*) and the configuration file: flags win over the
-/// environment, which wins over the file (see `flowsql config`).
-#[derive(Debug, Clone, Default, Args)]
-pub struct GlobalArgs {
-    /// Configuration file (TOML). Default: FLOWSQL_CONFIG, else /etc/flowsql/config.toml if it exists.
-    #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-
-    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter such as
-    /// flowsql_capture=debug). Default: FLOWSQL_LOG_LEVEL, else RUST_LOG, else log.level, else warn.
-    #[arg(long, global = true, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-
-    /// Write log messages to this file instead of stderr (reopened on SIGHUP, for log rotation).
-    #[arg(long, global = true, value_name = "PATH")]
-    pub log_file: Option<PathBuf>,
+impl Cli {
+    /// The command line's part of the configuration: the file it names,
+    /// and every setting flag given (global and the command's).
+    pub fn layers(&self) -> Layers {
+        let mut flags = self.global.given.clone();
+        flags.extend(self.command.setting_flags());
+        Layers { file: self.config.clone(), flags }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,26 +48,46 @@ pub enum Command {
     /// Show what the data directory holds: rows per tier, files, bytes, capture counters, last export.
     Status(StatusArgs),
     /// Interactive SQL shell over the flows (statements end with ';', .help for help).
+    #[cfg(feature = "sql")]
     Shell(ShellArgs),
     /// Run SQL and print the results, for scripts: exit status 0 only if every statement worked.
+    #[cfg(feature = "sql")]
     Query(QueryArgs),
     /// Print the configuration in effect (TOML), with where each value comes from.
     Config(ConfigArgs),
     /// Serve a web view of the flows (service map, timeline, SQL) over HTTP, on loopback by default.
+    #[cfg(feature = "sql")]
     Serve(ServeArgs),
-    /// Test harness only: write generated flows through the store writer and the scheduled export.
-    #[command(hide = true)]
-    StoreStress(StoreStressArgs),
 }
 
-/// Where the flows are stored.
-#[derive(Debug, Clone, Default, Args)]
-pub struct DataDirArgs {
-    /// Data directory (created 0750): flowsql.db and flows/date=YYYY-MM-DD/hour=HH/*.parquet.
-    /// Default: FLOWSQL_DATA_DIR, else data_dir in the configuration file, else /var/lib/flowsql as
-    /// root, else $XDG_DATA_HOME/flowsql (~/.local/share/flowsql).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+impl Command {
+    /// The setting flags given to this command.
+    fn setting_flags(&self) -> Vec<FlagValue> {
+        match self {
+            Command::Capture(args) => args.settings.given.clone(),
+            Command::Config(args) => [args.settings.given.clone(), args.serve.given.clone()].concat(),
+            Command::Export(args) => args.store.given.clone(),
+            Command::Status(args) => args.store.given.clone(),
+            #[cfg(feature = "sql")]
+            Command::Shell(args) => [args.store.given.clone(), args.cgroup.given.clone()].concat(),
+            #[cfg(feature = "sql")]
+            Command::Query(args) => args.store.given.clone(),
+            #[cfg(feature = "sql")]
+            Command::Serve(args) => {
+                [args.store.given.clone(), args.cgroup.given.clone(), args.serve.given.clone()].concat()
+            }
+        }
+    }
+
+    /// Whether this is the interactive shell, which owns its terminal (its
+    /// logs go to a file).
+    pub fn is_interactive(&self) -> bool {
+        match self {
+            #[cfg(feature = "sql")]
+            Command::Shell(_) => true,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -84,69 +105,23 @@ pub struct CaptureArgs {
     pub no_store: bool,
 
     #[command(flatten)]
-    pub settings: CaptureSettingsArgs,
+    pub settings: SettingFlags<CaptureFlags>,
 }
 
-/// The capture's settings as flags; each also has a key in the
-/// configuration file and an environment variable (`flowsql config`).
-#[derive(Debug, Clone, Default, Args)]
-pub struct CaptureSettingsArgs {
-    #[command(flatten)]
-    pub store: DataDirArgs,
-
-    /// cgroup v2 directory to watch, with everything below it. Default: the
-    /// root of the unified hierarchy (found in /proc/mounts), i.e. the whole host.
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
-
-    /// Size of the kernel ring buffer in bytes, a power of two (4194304, 4MiB). Default: 4 MiB.
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
-    pub ring_buffer_bytes: Option<u64>,
-
-    /// Move closed windows of this length from SQLite to Parquet this often (e.g. 5m, 1h).
-    /// Default: 5m.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub export_every: Option<Duration>,
-
-    /// Remove Parquet partitions older than this (e.g. 30d); never touches rows not yet exported.
-    /// Default: keep everything.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub retain: Option<Duration>,
-
-    /// Serve Prometheus metrics over HTTP on HOST:PORT (GET /metrics), e.g. 127.0.0.1:9464
-    /// (port 0: any free port, logged). Default: no metrics.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub metrics_addr: Option<String>,
-
-    /// On SIGTERM or SIGINT, exit after this long at most, even if the store has not committed
-    /// every row (they are then counted in the log). Default: 10s.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub shutdown_timeout: Option<Duration>,
-
-    /// DNS name cache: addresses held at most. Default: 65536.
-    #[arg(long, value_name = "N")]
-    pub name_cache_max_addresses: Option<usize>,
-
-    /// DNS name cache: names held per address at most. Default: 32.
-    #[arg(long, value_name = "N")]
-    pub name_cache_max_names_per_address: Option<usize>,
-
-    /// DNS name cache: memory held at most (16777216, 16MiB). Default: 16 MiB.
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
-    pub name_cache_max_bytes: Option<u64>,
-}
-
-/// `flowsql config`: the same settings as `flowsql capture`.
+/// `flowsql config`: the settings of `flowsql capture` and `flowsql serve`.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     #[command(flatten)]
-    pub settings: CaptureSettingsArgs,
+    pub settings: SettingFlags<CaptureFlags>,
+
+    #[command(flatten)]
+    pub serve: SettingFlags<ServeFlags>,
 }
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     #[command(flatten)]
-    pub store: DataDirArgs,
+    pub store: SettingFlags<DataDirFlags>,
 
     /// Instead of moving rows to the cold tier, copy the flows of a time range (both tiers) into DIR
     /// as a self-contained Parquet dataset, DIR/date=YYYY-MM-DD/hour=HH/part-0.parquet. DIR must be
@@ -165,10 +140,11 @@ pub struct ExportArgs {
     pub until: Option<String>,
 }
 
+#[cfg(feature = "sql")]
 #[derive(Debug, Args)]
 pub struct ShellArgs {
     #[command(flatten)]
-    pub store: DataDirArgs,
+    pub store: SettingFlags<DataDirFlags>,
 
     /// Record flows in this process while the shell runs (needs root, or
     /// CAP_BPF and CAP_NET_ADMIN): queries see them at once, before they are
@@ -176,38 +152,27 @@ pub struct ShellArgs {
     #[arg(long)]
     pub capture: bool,
 
-    /// With --capture: the cgroup v2 directory to watch. Default: the root of
-    /// the unified hierarchy, i.e. the whole host.
-    #[arg(long, value_name = "PATH", requires = "capture")]
-    pub cgroup: Option<PathBuf>,
+    #[command(flatten)]
+    pub cgroup: SettingFlags<ShellCgroupFlag>,
 }
 
+#[cfg(feature = "sql")]
+#[cfg(feature = "sql")]
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub store: DataDirArgs,
+    pub store: SettingFlags<DataDirFlags>,
 
     /// Record flows in this process while serving (needs root, or CAP_BPF and
     /// CAP_NET_ADMIN): the timeline and the map follow them as they arrive.
     #[arg(long)]
     pub capture: bool,
 
-    /// With --capture: the cgroup v2 directory to watch. Default: the whole host.
-    #[arg(long, value_name = "PATH", requires = "capture")]
-    pub cgroup: Option<PathBuf>,
+    #[command(flatten)]
+    pub cgroup: SettingFlags<ShellCgroupFlag>,
 
-    /// Address to listen on. A loopback address (127.0.0.0/8, ::1, localhost) needs no token;
-    /// any other needs the token, FLOWSQL_SERVE_TOKEN or a random one printed at start.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8686")]
-    pub listen: String,
-
-    /// Rows a SQL view result may have at most (a larger result is refused).
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub max_rows: usize,
-
-    /// Time a statement of the SQL view (or a view's query) may take at most.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
-    pub query_timeout: Duration,
+    #[command(flatten)]
+    pub serve: SettingFlags<ServeFlags>,
 }
 
 #[derive(Debug, Args)]
@@ -226,60 +191,257 @@ pub struct QueryArgs {
     pub format: crate::output::OutputMode,
 
     #[command(flatten)]
-    pub store: DataDirArgs,
+    pub store: SettingFlags<DataDirFlags>,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub store: DataDirArgs,
+    pub store: SettingFlags<DataDirFlags>,
 
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Writes flows `synthetic::indexed_flow(run, i)` for i = start.. through the
-/// store writer and the scheduled export, printing `committed N` after each
-/// commit, `renamed PATH` and `exported PATH` for export files.
-#[derive(Debug, Args)]
-pub struct StoreStressArgs {
-    #[command(flatten)]
-    pub store: DataDirArgs,
-    #[arg(long)]
-    pub run: u32,
-    /// Flows to write; default: until killed.
-    #[arg(long)]
-    pub count: Option<u64>,
-    /// Flows per millisecond.
-    #[arg(long, default_value_t = 20)]
-    pub rate: u64,
-    #[arg(long, default_value_t = 500)]
-    pub batch_rows: usize,
-    #[arg(long, default_value_t = 200)]
-    pub export_every_ms: u64,
-    /// Sleep this long between renaming an export file and committing it.
-    #[arg(long)]
-    pub pause_after_rename_ms: Option<u64>,
-    /// Rows per export file at most. Small, so that exports commit often and
-    /// an export renames its first file soon after it starts however many
-    /// rows are hot (the writer keeps committing while an export runs, so
-    /// runs killed before their exports commit leave more and more).
-    #[arg(long, default_value_t = 20_000)]
-    pub max_file_rows: u64,
-}
+/// Which keys a group of setting flags holds, and how they appear.
+pub trait FlagGroup {
+    /// Whether the flags are global (given before or after the command).
+    const GLOBAL: bool = false;
 
-/// A byte count: `4194304`, `4MiB`, `512KiB`.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    crate::config::parse_size(text)
-}
+    fn includes(key: &Key) -> bool;
 
-/// `5m`, `30d`, `1h 30m`, `90s` (humantime).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 5m, 1h, 30d)"))?;
-    if duration.is_zero() {
-        return Err(format!("{text:?} is not a duration longer than zero"));
+    /// The flag as this group shows it (a different help, a requirement).
+    fn adapt(arg: Arg) -> Arg {
+        arg
     }
-    Ok(duration)
+}
+
+/// `--log-level`, `--log-file`: every command, anywhere on the line.
+#[derive(Debug, Default, Clone)]
+pub struct GlobalFlags;
+
+impl FlagGroup for GlobalFlags {
+    const GLOBAL: bool = true;
+
+    fn includes(key: &Key) -> bool {
+        key.scope == Scope::Global
+    }
+}
+
+/// `--data-dir`: the commands that open a data directory.
+#[derive(Debug, Default, Clone)]
+pub struct DataDirFlags;
+
+impl FlagGroup for DataDirFlags {
+    fn includes(key: &Key) -> bool {
+        key.scope == Scope::DataDir
+    }
+}
+
+/// `--data-dir` and every capture setting: `flowsql capture` and
+/// `flowsql config`.
+#[derive(Debug, Default, Clone)]
+pub struct CaptureFlags;
+
+impl FlagGroup for CaptureFlags {
+    fn includes(key: &Key) -> bool {
+        matches!(key.scope, Scope::DataDir | Scope::Capture)
+    }
+}
+
+/// `--listen`, `--token`, `--max-rows`, `--query-timeout`: `flowsql serve`
+/// and `flowsql config`.
+#[derive(Debug, Default, Clone)]
+pub struct ServeFlags;
+
+impl FlagGroup for ServeFlags {
+    fn includes(key: &Key) -> bool {
+        key.scope == Scope::Serve
+    }
+}
+
+/// `flowsql shell --capture --cgroup PATH` (and `flowsql serve`).
+#[cfg(feature = "sql")]
+#[derive(Debug, Default, Clone)]
+pub struct ShellCgroupFlag;
+
+#[cfg(feature = "sql")]
+impl FlagGroup for ShellCgroupFlag {
+    fn includes(key: &Key) -> bool {
+        key.name == "capture.cgroup"
+    }
+
+    fn adapt(arg: Arg) -> Arg {
+        let help = "With --capture: the cgroup v2 directory to watch. Default: the root of the unified hierarchy, i.e. the whole host.";
+        arg.help(help).long_help(help).requires("capture")
+    }
+}
+
+/// The setting flags of group `G` that the command line gave, as text for
+/// the configuration loader (which checks and reports their values).
+#[derive(Debug, Clone)]
+pub struct SettingFlags<G> {
+    pub given: Vec<FlagValue>,
+    group: PhantomData<G>,
+}
+
+impl<G> Default for SettingFlags<G> {
+    fn default() -> Self {
+        SettingFlags { given: Vec::new(), group: PhantomData }
+    }
+}
+
+/// The clap argument of `key`: its long flag, value name and help; the
+/// command line checks only what the key's kind says it checks (a
+/// duration's syntax), the loader the rest.
+fn flag_arg(key: &'static Key, global: bool) -> Arg {
+    let fallback = key.fallback_env.map(|v| format!(" (then {v})")).unwrap_or_default();
+    let long_help = format!(
+        "{}\n\nDefault: {}. Also {}{fallback}, or {} in the configuration file.",
+        key.help,
+        key.default_doc.replace('`', ""),
+        key.env,
+        key.name
+    );
+    Arg::new(key.name)
+        .long(key.flag.trim_start_matches("--"))
+        .value_name(key.value_name)
+        .action(ArgAction::Set)
+        .global(global)
+        .help(format!("{} Default: {}.", key.help, key.default_doc.replace('`', "")))
+        .long_help(long_help)
+        .value_parser(move |text: &str| key.check_flag_syntax(text).map(|()| text.to_owned()))
+}
+
+impl<G: FlagGroup> Args for SettingFlags<G> {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        command.args(KEYS.iter().filter(|key| G::includes(key)).map(|key| G::adapt(flag_arg(key, G::GLOBAL))))
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+impl<G: FlagGroup> FromArgMatches for SettingFlags<G> {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = SettingFlags::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for key in KEYS.iter().filter(|key| G::includes(key)) {
+            if let Ok(Some(text)) = matches.try_get_one::<String>(key.name) {
+                self.given.retain(|given| given.key.name != key.name);
+                self.given.push(FlagValue { key, text: text.clone() });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn every_key_has_its_flag_where_its_scope_says() {
+        let command = Cli::command();
+        let subcommand = |name: &str| command.find_subcommand(name).expect(name).clone();
+        for key in KEYS {
+            let long = key.flag.trim_start_matches("--");
+            let has = |cmd: &clap::Command| cmd.get_arguments().any(|a| a.get_long() == Some(long));
+            match key.scope {
+                Scope::Global => assert!(has(&command), "{} is global", key.flag),
+                Scope::DataDir => {
+                    for name in ["capture", "config", "export", "status"] {
+                        assert!(has(&subcommand(name)), "{} on {name}", key.flag);
+                    }
+                }
+                Scope::Capture => {
+                    for name in ["capture", "config"] {
+                        assert!(has(&subcommand(name)), "{} on {name}", key.flag);
+                    }
+                    assert!(!has(&subcommand("export")), "{} not on export", key.flag);
+                }
+                Scope::Serve => {
+                    for name in ["serve", "config"] {
+                        assert!(has(&subcommand(name)), "{} on {name}", key.flag);
+                    }
+                    assert!(!has(&subcommand("capture")), "{} not on capture", key.flag);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_round_trips_through_its_flag_on_the_command_line() {
+        use flowsql_service::settings::Source;
+        for key in KEYS {
+            let args = ["flowsql", "config", key.flag, key.example];
+            let layers = parse(&args).layers();
+            let config =
+                flowsql_service::Config::load_from(&layers, &[]).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let from_file = flowsql_service::Config::load_from(
+                &Layers { file: None, flags: vec![FlagValue { key, text: key.example.to_owned() }] },
+                &[],
+            )
+            .expect("valid");
+            assert_eq!(config.show(key), (from_file.show(key).0, &Source::Flag(key.flag)), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn given_flags_reach_the_configuration_as_text() {
+        let cli = parse(&[
+            "flowsql",
+            "--log-level",
+            "info",
+            "capture",
+            "--export-every",
+            "90s",
+            "--data-dir",
+            "/srv/d",
+            "--log-file",
+            "/tmp/x.log",
+        ]);
+        let layers = cli.layers();
+        let given: Vec<(&str, &str)> = layers.flags.iter().map(|f| (f.key.name, f.text.as_str())).collect();
+        assert_eq!(
+            given,
+            [
+                ("log.level", "info"),
+                ("log.file", "/tmp/x.log"),
+                ("data_dir", "/srv/d"),
+                ("capture.export_every", "90s")
+            ]
+        );
+        // A flag's syntax is the command line's to check, naming the flag.
+        let error =
+            Cli::try_parse_from(["flowsql", "config", "--export-every", "soon"]).expect_err("refused");
+        assert!(
+            error.to_string().starts_with(
+                "error: invalid value 'soon' for '--export-every <DURATION>': \"soon\" is not a duration (e.g. 90s, 5m, 1h, 30d)"
+            ),
+            "{error}"
+        );
+        // A capture setting is not a flag of export.
+        assert!(Cli::try_parse_from(["flowsql", "export", "--export-every", "5m"]).is_err());
+    }
+
+    #[cfg(feature = "sql")]
+    #[test]
+    fn the_shell_takes_cgroup_only_with_capture() {
+        assert!(Cli::try_parse_from(["flowsql", "shell", "--cgroup", "/sys/fs/cgroup/x"]).is_err());
+        let cli = parse(&["flowsql", "shell", "--capture", "--cgroup", "/sys/fs/cgroup/x"]);
+        assert_eq!(cli.layers().flags.iter().map(|f| f.key.name).collect::<Vec<_>>(), ["capture.cgroup"]);
+    }
 }

@@ -1,69 +1,71 @@
-//! The subcommands. Each returns the process exit code, or an error that
+//! The subcommands, each in a module of its own that uses the libraries
+//! (`flowsql-service`, `flowsql-store`, `flowsql-query`, `flowsql-web`) and
+//! nothing of another command (`in_process` is the capture that `shell
+//! --capture` and `serve --capture` share). Each returns the process exit code, or an error that
 //! `main` prints once as `error: ...`.
 
 mod capture;
 mod config;
-mod data_dir;
 mod export;
+#[cfg(feature = "sql")]
 mod in_process;
+#[cfg(feature = "sql")]
 mod query;
+#[cfg(feature = "sql")]
 mod serve;
+#[cfg(feature = "sql")]
 mod shell;
 mod status;
-mod store_stress;
 
 use std::process::ExitCode;
 
-use crate::cli::{CaptureSettingsArgs, Cli, Command};
-use crate::config::Config;
-use crate::logging::Logging;
+use flowsql_service::Config;
+use flowsql_service::logging::{self, Destination};
 
-pub fn run(cli: Cli, config: Config, logging: Logging) -> anyhow::Result<ExitCode> {
+use crate::cli::{Cli, Command};
+
+/// Reads the configuration (file, environment, flags), installs the logger
+/// it asks for and runs the command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let layers = cli.layers();
+    let config = Config::load(&layers)?;
+    let logging = logging::init(&config.log_level.value, log_destination(&config, &cli.command))?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     match cli.command {
-        Command::Capture(args) => capture::run(args, cli.global, config, logging),
-        Command::Shell(args) => shell::run(args, &config),
+        Command::Capture(args) => capture::run(args, layers, config, logging),
+        #[cfg(feature = "sql")]
+        Command::Shell(args) => shell::run(args, config),
+        #[cfg(feature = "sql")]
         Command::Query(args) => query::run(args, &config),
         Command::Export(args) => export::run(args, &config),
         Command::Status(args) => status::run(args, &config),
         Command::Config(_) => config::run(&config),
-        Command::Serve(args) => serve::run(args, &config),
-        Command::StoreStress(args) => store_stress::run(args),
+        #[cfg(feature = "sql")]
+        Command::Serve(args) => serve::run(args, config),
     }
 }
 
-/// The configuration of `cli`'s command: its flags over the environment
-/// over the configuration file.
-pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let (data_dir, capture) = capture_flags(&cli.command);
-    Config::load(&cli.global, data_dir.as_deref(), capture.as_ref())
+/// Where log messages go: stderr (never stdout, which carries data), or
+/// the configured file. The interactive shell owns its terminal: its logs
+/// go to a file, opened at the first message.
+fn log_destination(config: &Config, command: &Command) -> Destination {
+    match (&config.log_file.value, command.is_interactive()) {
+        (Some(path), false) => Destination::File(path.clone()),
+        (Some(path), true) => Destination::LazyFile(path.clone()),
+        (None, true) => interactive_log().map_or(Destination::Stderr, Destination::LazyFile),
+        (None, false) => Destination::Stderr,
+    }
 }
 
-/// The data directory flag and capture settings flags of `command`.
-pub fn capture_flags(command: &Command) -> (Option<std::path::PathBuf>, Option<CaptureSettingsArgs>) {
-    match command {
-        Command::Capture(args) => (None, Some(args.settings.clone())),
-        Command::Config(args) => (None, Some(args.settings.clone())),
-        // The shell's --capture uses the capture settings; --cgroup is its own.
-        Command::Shell(args) => (
-            None,
-            Some(CaptureSettingsArgs {
-                store: args.store.clone(),
-                cgroup: args.cgroup.clone(),
-                ..CaptureSettingsArgs::default()
-            }),
-        ),
-        // Like the shell's: --capture uses the capture settings.
-        Command::Serve(args) => (
-            None,
-            Some(CaptureSettingsArgs {
-                store: args.store.clone(),
-                cgroup: args.cgroup.clone(),
-                ..CaptureSettingsArgs::default()
-            }),
-        ),
-        Command::Query(args) => (args.store.data_dir.clone(), None),
-        Command::Export(args) => (args.store.data_dir.clone(), None),
-        Command::Status(args) => (args.store.data_dir.clone(), None),
-        Command::StoreStress(args) => (args.store.data_dir.clone(), None),
-    }
+/// The interactive shell's default log file.
+#[cfg(feature = "sql")]
+fn interactive_log() -> Option<std::path::PathBuf> {
+    crate::repl::log_path()
+}
+
+#[cfg(not(feature = "sql"))]
+fn interactive_log() -> Option<std::path::PathBuf> {
+    None
 }

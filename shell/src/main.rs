@@ -1,74 +1,29 @@
 //! `flowsql`: record every TCP connection begin with eBPF and query the flows
-//! with SQL. This binary wires the crates together; each subcommand lives in
-//! `commands/`.
+//! with SQL. This binary parses the command line and runs one command of
+//! `commands/`; the long-running capture is the `flowsql-service` crate.
 
 mod cli;
 mod commands;
-mod config;
-mod logging;
-mod metrics;
+#[cfg(feature = "sql")]
 mod output;
-mod privileges;
+#[cfg(feature = "sql")]
 mod repl;
+#[cfg(feature = "sql")]
 mod runner;
+#[cfg(feature = "sql")]
 mod sql_text;
-mod systemd;
+mod units;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    let (config, logging) = match setup(&cli) {
-        Ok(setup) => setup,
-        Err(error) => {
-            eprintln!("error: {}", error_chain(&error));
-            return ExitCode::FAILURE;
-        }
-    };
-    match commands::run(cli, config, logging) {
+    match commands::run(cli::Cli::parse()) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", error_chain(&error));
+            eprintln!("error: {}", flowsql_service::error_chain(error.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line, `outer: inner: root`, except that a
-/// message that spans lines (a verifier log) keeps its lines.
-fn error_chain(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for (i, cause) in error.chain().enumerate() {
-        let message = cause.to_string();
-        if i > 0 {
-            // Causes that merely repeat their parent's text add nothing.
-            if text.contains(&message) {
-                continue;
-            }
-            text.push_str(": ");
-        }
-        text.push_str(&message);
-    }
-    text
-}
-
-/// Reads the configuration (file, environment, flags) and installs the
-/// logger it asks for: stderr (never stdout, which carries data), or a file.
-/// The interactive shell owns its terminal: its logs go to a file.
-fn setup(cli: &cli::Cli) -> anyhow::Result<(config::Config, logging::Logging)> {
-    let config = commands::load_config(cli)?;
-    let shell = matches!(cli.command, cli::Command::Shell(_));
-    let destination = match (&config.log_file.value, shell) {
-        (Some(path), false) => logging::Destination::File(path.clone()),
-        (Some(path), true) => logging::Destination::LazyFile(path.clone()),
-        (None, true) => repl::log_path().map_or(logging::Destination::Stderr, logging::Destination::LazyFile),
-        (None, false) => logging::Destination::Stderr,
-    };
-    let logging = logging::init(&config.log_level.value, destination)?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    Ok((config, logging))
 }

@@ -122,7 +122,7 @@ pub async fn run(session: &Session, options: ReplOptions) -> anyhow::Result<()> 
             match cancellable(&mut interrupts, runner.run_dot(command)).await {
                 Some(Ok(Flow::Quit)) => break,
                 Some(Ok(Flow::Continue)) => {}
-                Some(Err(error)) => eprintln!("error: {}", crate::error_chain(&error)),
+                Some(Err(error)) => eprintln!("error: {}", flowsql_service::error_chain(error.as_ref())),
                 None => {
                     eprintln!("cancelled");
                     runner.recover_from_cancel().await;
@@ -142,7 +142,7 @@ pub async fn run(session: &Session, options: ReplOptions) -> anyhow::Result<()> 
                 history.add(&mut editor, input.trim());
                 match cancellable(&mut interrupts, runner.run_sql(&input)).await {
                     Some(Ok(())) => {}
-                    Some(Err(error)) => eprintln!("error: {}", crate::error_chain(&error)),
+                    Some(Err(error)) => eprintln!("error: {}", flowsql_service::error_chain(error.as_ref())),
                     None => {
                         eprintln!("query cancelled");
                         runner.recover_from_cancel().await;
@@ -188,7 +188,7 @@ impl History {
         }
         let Some(path) = &self.path else { return };
         if let Err(error) = save(editor, path) {
-            eprintln!("warning: history is not saved: {}", crate::error_chain(&error));
+            eprintln!("warning: history is not saved: {}", flowsql_service::error_chain(error.as_ref()));
             self.path = None;
         }
     }

@@ -468,7 +468,14 @@ mod tests {
                 "list<string>",
                 "list<string>",
                 "string",
-                "uint64"
+                "uint64",
+                "uint64",
+                "uint32",
+                "string",
+                "uint32",
+                "string",
+                "string",
+                "string"
             ]
         );
     }

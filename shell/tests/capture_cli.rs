@@ -25,15 +25,15 @@ fn listener() -> (TcpListener, u16) {
     (listener, port)
 }
 
-/// Waits for capture to be attached: it logs "capture attaching" at info
-/// level before attaching; give the attach itself a moment after that line.
+/// Waits for capture to be attached: it logs "capture attached" at info
+/// level once every program is attached; give the reader a moment after it.
 fn wait_attached(stderr: &mut BufReader<std::process::ChildStderr>) {
     let mut line = String::new();
     loop {
         line.clear();
         let n = stderr.read_line(&mut line).expect("read stderr");
         assert!(n > 0, "flowsql capture exited before attaching");
-        if line.contains("capture attaching") {
+        if line.contains("capture attached") {
             break;
         }
     }
@@ -76,15 +76,22 @@ fn capture_json_prints_one_complete_object_per_flow_and_stops_on_sigint() {
             keys,
             [
                 "cgroupId",
+                "cgroupPath",
                 "connectionDirection",
+                "containerId",
                 "dstDomains",
                 "dstIP",
                 "dstPort",
+                "executable",
+                "flowId",
                 "hostName",
+                "processId",
+                "processName",
                 "srcDomains",
                 "srcIP",
                 "srcPort",
-                "timestamp"
+                "timestamp",
+                "userId"
             ]
         );
         assert_eq!(row["connectionDirection"], "outgoing");
@@ -94,6 +101,14 @@ fn capture_json_prints_one_complete_object_per_flow_and_stops_on_sigint() {
         assert_eq!(row["srcDomains"], serde_json::json!([]));
         assert_eq!(row["dstDomains"], serde_json::json!([]));
         assert_eq!(row["cgroupId"], cgroup.id());
+        // Who: the bash that connected, as root, in the test's cgroup.
+        assert_eq!(row["processName"], "bash");
+        assert!(row["processId"].as_u64().is_some_and(|pid| pid > 0), "{row}");
+        assert_eq!(row["userId"], 0);
+        assert_eq!(row["executable"], "/usr/bin/bash");
+        assert_eq!(row["cgroupPath"], cgroup.relative_path());
+        assert_eq!(row["containerId"], "");
+        assert!(row["flowId"].as_u64().is_some(), "{row}");
         let ts = row["timestamp"].as_str().expect("timestamp string");
         assert!(ts.ends_with('Z'), "UTC: {ts}");
         chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339");

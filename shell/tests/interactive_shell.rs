@@ -107,17 +107,19 @@ fn an_error_prints_one_line_and_the_shell_goes_on() {
 fn tables_schema_and_help() {
     let setup = Setup::new("pty-dot");
     let mut shell = setup.start();
-    let output = run(&mut shell, ".tables", "(3 rows)");
-    for table in ["flows", "domains", "capture_stats"] {
+    let output = run(&mut shell, ".tables", "(5 rows)");
+    for table in ["flows", "flow_ends", "open_flows", "domains", "capture_stats"] {
         assert!(output.contains(&format!("| {table} ")), "{output}");
     }
-    let output = run(&mut shell, ".schema flows", "(10 rows)");
+    let output = run(&mut shell, ".schema flow_ends", "(29 rows)");
+    assert!(output.contains("| endReason "), "{output}");
+    let output = run(&mut shell, ".schema flows", "(17 rows)");
     assert!(output.contains("| timestamp           | timestamp[ns, UTC] |"), "{output}");
     assert!(output.contains("| dstDomains          | list<string>       |"), "{output}");
     run(
         &mut shell,
         ".schema nope",
-        "error: no table named \"nope\": the tables are flows, domains, capture_stats",
+        "error: no table named \"nope\": the tables are flows, flow_ends, open_flows, domains, capture_stats",
     );
     run(&mut shell, ".help", ".mode table|csv|json|ndjson|line");
     run(&mut shell, ".bogus", "error: unknown command \".bogus\": type .help for the list");

@@ -494,15 +494,18 @@ fn metrics_scraped_during_a_capture_match_the_store_and_capture_stats() {
     );
     assert_eq!(locals.len(), CONNECTIONS as usize);
 
-    // Wait until every flow is stored and an export has moved some.
+    // Wait until every flow and its end are stored (rows: a begin and an
+    // end per connection, only the client's side is watched) and an export
+    // has moved some.
+    let rows = f64::from(2 * CONNECTIONS);
     let mut samples = BTreeMap::new();
     let settled = wait_until(Duration::from_secs(30), || {
         samples = parse_metrics(&scrape(&addr));
         let stored = samples.get("flowsql_store_rows_stored_total").copied().unwrap_or(0.0);
         let hot = samples.get("flowsql_store_rows{tier=\"hot\"}").copied().unwrap_or(-1.0);
         let cold = samples.get("flowsql_store_rows{tier=\"cold\"}").copied().unwrap_or(-1.0);
-        stored == f64::from(CONNECTIONS)
-            && hot + cold == f64::from(CONNECTIONS)
+        stored == rows
+            && hot + cold == rows
             && cold > 0.0
             && samples.contains_key("flowsql_export_last_success_timestamp_seconds")
     });
@@ -550,8 +553,16 @@ fn metrics_scraped_during_a_capture_match_the_store_and_capture_stats() {
     // The counts agree with each other and with the store.
     let stored_rows = query_count(&data, "SELECT count(*) AS n FROM flows");
     assert_eq!(stored_rows, u64::from(CONNECTIONS));
+    let ends = query_count(&data, "SELECT count(*) AS n FROM flow_ends");
+    assert_eq!(ends, u64::from(CONNECTIONS));
     let events = sample(&samples, "flowsql_events_total{kind=\"flow\"}");
-    assert_eq!(events, stored_rows as f64, "flow events = rows stored");
+    assert_eq!(events, stored_rows as f64, "flow events = flows stored");
+    assert_eq!(
+        sample(&samples, "flowsql_events_total{kind=\"end\"}"),
+        ends as f64,
+        "end events = ends stored"
+    );
+    let events = events + ends as f64;
     assert_eq!(sample(&samples, "flowsql_store_rows_received_total"), events);
     assert_eq!(sample(&samples, "flowsql_store_rows_stored_total"), events);
     assert_eq!(
@@ -561,7 +572,7 @@ fn metrics_scraped_during_a_capture_match_the_store_and_capture_stats() {
     );
     let lost: Vec<(&String, &f64)> =
         samples.iter().filter(|(s, _)| s.starts_with("flowsql_lost_total")).collect();
-    assert_eq!(lost.len(), 4, "{lost:?}");
+    assert_eq!(lost.len(), 6, "{lost:?}");
     assert!(lost.iter().all(|(_, v)| **v == 0.0), "nothing lost: {lost:?}");
     assert_eq!(sample(&samples, "flowsql_store_failures_total"), 0.0);
     assert_eq!(sample(&samples, "flowsql_records_undecodable_total"), 0.0);
@@ -599,9 +610,9 @@ fn metrics_scraped_during_a_capture_match_the_store_and_capture_stats() {
     let mut stats = None;
     let caught_up = wait_until(Duration::from_secs(20), || {
         stats = latest_capture_stats(&data);
-        stats.as_ref().is_some_and(|s| s["events"] == CONNECTIONS && s["rowsStored"] == CONNECTIONS)
+        stats.as_ref().is_some_and(|s| s["events"] == 2 * CONNECTIONS && s["rowsStored"] == 2 * CONNECTIONS)
     });
-    assert!(caught_up, "capture_stats did not reach {CONNECTIONS} events: {stats:?}");
+    assert!(caught_up, "capture_stats did not reach {} events (begins and ends): {stats:?}", 2 * CONNECTIONS);
     let stats = stats.expect("a row");
     let samples = parse_metrics(&scrape(&addr));
     let counters = counters_of(&stats);
@@ -610,6 +621,8 @@ fn metrics_scraped_during_a_capture_match_the_store_and_capture_stats() {
     assert_eq!(stats["storeFailures"], 0);
     for (key, series) in [
         ("flowEvents", "flowsql_events_total{kind=\"flow\"}"),
+        ("endEvents", "flowsql_events_total{kind=\"end\"}"),
+        ("unattributedRows", "flowsql_unattributed_rows_total"),
         ("dnsEvents", "flowsql_events_total{kind=\"dns\"}"),
         ("flowRingbufFull", "flowsql_lost_total{cause=\"ring_buffer_full\",kind=\"flow\"}"),
         ("dnsRingbufFull", "flowsql_lost_total{cause=\"ring_buffer_full\",kind=\"dns\"}"),
@@ -643,7 +656,7 @@ fn metrics_scraped_during_a_capture_match_the_store_and_capture_stats() {
     assert_eq!(notified(), "READY=1");
     capture.wait_for_line("SIGHUP: shutdown timeout 12s", Duration::from_secs(10));
     let restart = capture.wait_for_line("take effect only after a restart", Duration::from_secs(1));
-    assert!(restart.ends_with("settings=capture.name_cache"), "{restart}");
+    assert!(restart.ends_with("settings=capture.name_cache.max_addresses"), "{restart}");
     // Still serving, on the same address.
     sample(&parse_metrics(&scrape(&addr)), "flowsql_events_total{kind=\"flow\"}");
 
@@ -720,20 +733,29 @@ fn sigterm_during_a_burst_stores_every_captured_flow_once() {
     assert_eq!(stats["rowsNotStored"], 0, "the store lost nothing: {stats}");
     assert_eq!(stats["storeFailures"], 0, "{stats}");
     // The log's final counters say the same.
+    // Events are the records that become rows: begins and ends.
+    let flow_events = counters["flowEvents"].as_u64().expect("flowEvents");
+    let end_events = counters["endEvents"].as_u64().expect("endEvents");
+    assert_eq!(events, flow_events + end_events);
     let final_line = log.lines().find(|l| l.contains("capture stopped")).expect("a final log line");
-    assert!(final_line.contains(&format!("flow_events: {events},")), "{final_line} vs {stats}");
+    assert!(final_line.contains(&format!("flow_events: {flow_events},")), "{final_line} vs {stats}");
+    assert!(final_line.contains(&format!("end_events: {end_events},")), "{final_line} vs {stats}");
     assert!(final_line.contains("flow_ringbuf_full: 0,"), "{final_line}");
+    assert!(final_line.contains("end_ringbuf_full: 0,"), "{final_line}");
     assert!(log.contains(&format!("store closed rows={events}")), "{log}");
 
+    let ends = query_count(&data, "SELECT count(*) AS n FROM flow_ends");
+    assert_eq!(ends, end_events, "every end the kernel delivered is stored");
     let stored = query_count(&data, "SELECT count(*) AS n FROM flows");
     let distinct = query_count(
         &data,
         "SELECT count(*) AS n FROM (SELECT DISTINCT timestamp, connectionDirection, srcIP, srcPort, dstIP, dstPort FROM flows)",
     );
-    eprintln!("{made} connections made, {events} flows captured, {stored} stored, stop took {took:?}");
+    eprintln!("{made} connections made, {flow_events} flows captured, {stored} stored, stop took {took:?}");
     assert_eq!(distinct, stored, "no flow is stored twice");
-    assert_eq!(stored, events, "every flow the kernel delivered is stored ({made} connections made)");
-    assert_eq!(stats["rowsStored"].as_u64(), Some(stored));
+    assert_eq!(stored, flow_events, "every flow the kernel delivered is stored ({made} connections made)");
+    assert!(ends <= stored, "an end only after its begin: {ends} ends, {stored} flows");
+    assert_eq!(stats["rowsStored"].as_u64(), Some(stored + ends));
     assert!(stored > 1000, "thousands of flows before SIGTERM: {stored}");
     assert!(stored < made, "connections made after the stop are not captured: {stored} of {made}");
     // Every stored flow is one of the burst's.
@@ -812,8 +834,8 @@ fn a_group_member_can_query_the_store_but_not_modify_it_and_others_cannot_read_i
     // Flows in both tiers: 1000 exported to Parquet, then 500 hot ones.
     for (run, count) in [("1", "1000"), ("2", "500")] {
         let out = succeeds(
-            flowsql()
-                .args(["store-stress", "--run", run, "--count", count, "--export-every-ms", "3600000"])
+            Command::new(flowsql_tests::workspace_binary(FLOWSQL, "store_stress"))
+                .args(["--run", run, "--count", count, "--export-every-ms", "3600000"])
                 .arg("--data-dir")
                 .arg(&data),
         );

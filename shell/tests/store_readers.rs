@@ -68,6 +68,13 @@ fn expected_rows(flows: &[FlowBegin], hour_as_text: bool) -> Value {
                 "dstDomains": f.dst_domains.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
                 "hostName": &*f.host_name,
                 "cgroupId": f.cgroup_id,
+                "flowId": f.flow_id,
+                "processId": f.attribution.process_id,
+                "processName": &*f.attribution.process_name,
+                "userId": f.attribution.user_id,
+                "executable": &*f.attribution.executable,
+                "cgroupPath": &*f.attribution.cgroup_path,
+                "containerId": &*f.attribution.container_id,
                 "date": date,
                 "hour": hour,
             })
@@ -90,7 +97,7 @@ fn schema(pairs: &[(&str, &str)]) -> Value {
     Value::Array(pairs.iter().map(|(n, t)| json!([n, t])).collect())
 }
 
-const COLUMNS: [&str; 12] = [
+const COLUMNS: [&str; 19] = [
     "timestamp",
     "connectionDirection",
     "srcIP",
@@ -101,12 +108,22 @@ const COLUMNS: [&str; 12] = [
     "dstDomains",
     "hostName",
     "cgroupId",
+    "flowId",
+    "processId",
+    "processName",
+    "userId",
+    "executable",
+    "cgroupPath",
+    "containerId",
     "date",
     "hour",
 ];
 
 fn check_readers(result: &Value, flows: &[FlowBegin]) {
-    let types: [(&str, [&str; 12]); 4] = [
+    // pandas holds an integer column with NULLs as floats (NaN for NULL).
+    let nullable_ids =
+        if flows.iter().any(|f| f.attribution.process_id.is_none()) { "float64" } else { "uint32" };
+    let types: [(&str, [&str; 19]); 4] = [
         (
             "pyarrow",
             [
@@ -120,6 +137,13 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
                 "list<item: string>",
                 "string",
                 "uint64",
+                "uint64",
+                "uint32",
+                "string",
+                "uint32",
+                "string",
+                "string",
+                "string",
                 "string",
                 "int32",
             ],
@@ -137,6 +161,13 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
                 "object",
                 "str",
                 "uint64",
+                "uint64",
+                nullable_ids,
+                "str",
+                nullable_ids,
+                "str",
+                "str",
+                "str",
                 "category",
                 "category",
             ],
@@ -154,6 +185,13 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
                 "List(String)",
                 "String",
                 "UInt64",
+                "UInt64",
+                "UInt32",
+                "String",
+                "UInt32",
+                "String",
+                "String",
+                "String",
                 "Date",
                 "Int64",
             ],
@@ -171,6 +209,13 @@ fn check_readers(result: &Value, flows: &[FlowBegin]) {
                 "VARCHAR[]",
                 "VARCHAR",
                 "UBIGINT",
+                "UBIGINT",
+                "UINTEGER",
+                "VARCHAR",
+                "UINTEGER",
+                "VARCHAR",
+                "VARCHAR",
+                "VARCHAR",
                 "DATE",
                 "VARCHAR",
             ],

@@ -72,7 +72,7 @@ pub struct ExportOptions {
     /// Test hook: sleep this long after a file is renamed into place and
     /// before the manifest commit, so a crash harness can kill the process
     /// in that window.
-    #[doc(hidden)]
+    #[cfg(feature = "test-support")]
     pub pause_after_rename: Option<Duration>,
 }
 
@@ -88,6 +88,7 @@ impl ExportOptions {
             batch_rows: 64 * 1024,
             max_file_rows: DEFAULT_MAX_FILE_ROWS,
             interrupt: None,
+            #[cfg(feature = "test-support")]
             pause_after_rename: None,
         }
     }
@@ -274,6 +275,7 @@ fn export_file(
         max_timestamp: written.max_timestamp,
     };
     on_event(ExportEvent::Renamed(&written.path));
+    #[cfg(feature = "test-support")]
     if let Some(pause) = options.pause_after_rename {
         std::thread::sleep(pause);
     }

@@ -21,14 +21,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, AsArray, DictionaryArray, Int32Builder, ListBuilder, StringBuilder,
-    TimestampNanosecondBuilder, UInt16Builder, UInt64Builder,
+    Array, ArrayBuilder, ArrayRef, AsArray, DictionaryArray, Int32Builder, ListBuilder, StringArray,
+    StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt32Array, UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{
-    DataType, Field, Int32Type, Schema, SchemaRef, TimestampNanosecondType, UInt16Type, UInt64Type,
+    DataType, Field, Int32Type, Schema, SchemaRef, TimestampNanosecondType, UInt16Type, UInt32Type,
+    UInt64Type,
 };
 use arrow::record_batch::RecordBatch;
-use flowsql_event::{Direction, DomainList, DomainName, FlowBegin};
+use flowsql_event::{Attribution, Direction, DomainList, DomainName, FlowBegin};
 
 use crate::StoreError;
 use crate::schema::{flow_column, flows_schema, flows_table};
@@ -37,30 +38,47 @@ use crate::table::UTC;
 /// A fast hash map, seeded per map (addresses come from the network).
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// `logical` with the columns at `dictionary` as `Dictionary<Int32, _>`.
+pub(crate) fn storage_schema(logical: &Schema, dictionary: &[usize]) -> SchemaRef {
+    let fields: Vec<Field> = logical
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if dictionary.contains(&i) {
+                f.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(f.data_type().clone()),
+                ))
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 /// The schema of the batches [`FlowColumns`] builds: `flows` with the
 /// shared values as `Dictionary<Int32, _>`.
 pub fn flows_storage_schema() -> SchemaRef {
+    use flow_column as c;
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     Arc::clone(SCHEMA.get_or_init(|| {
-        let logical = flows_schema();
-        let fields: Vec<Field> = logical
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| match i {
-                flow_column::CONNECTION_DIRECTION
-                | flow_column::SRC_IP
-                | flow_column::DST_IP
-                | flow_column::SRC_DOMAINS
-                | flow_column::DST_DOMAINS
-                | flow_column::HOST_NAME => f.as_ref().clone().with_data_type(DataType::Dictionary(
-                    Box::new(DataType::Int32),
-                    Box::new(f.data_type().clone()),
-                )),
-                _ => f.as_ref().clone(),
-            })
-            .collect();
-        Arc::new(Schema::new(fields))
+        storage_schema(
+            &flows_schema(),
+            &[
+                c::CONNECTION_DIRECTION,
+                c::SRC_IP,
+                c::DST_IP,
+                c::SRC_DOMAINS,
+                c::DST_DOMAINS,
+                c::HOST_NAME,
+                c::PROCESS_NAME,
+                c::EXECUTABLE,
+                c::CGROUP_PATH,
+                c::CONTAINER_ID,
+            ],
+        )
     }))
 }
 
@@ -69,7 +87,7 @@ pub fn flows_storage_schema() -> SchemaRef {
 /// alive here so that its address cannot be reused for another value
 /// while the batch is built).
 #[derive(Debug)]
-struct Interner<K, B> {
+pub(crate) struct Interner<K, B> {
     keys: FastMap<K, i32>,
     values: B,
     /// The dictionary key of each row.
@@ -77,13 +95,13 @@ struct Interner<K, B> {
 }
 
 impl<K: Hash + Eq, B: ArrayBuilder> Interner<K, B> {
-    fn new(values: B, rows: usize) -> Self {
+    pub(crate) fn new(values: B, rows: usize) -> Self {
         Interner { keys: FastMap::default(), values, rows: Int32Builder::with_capacity(rows) }
     }
 
     /// Appends the row's key for `key`, adding its value with `add` the
     /// first time.
-    fn push(&mut self, key: K, add: impl FnOnce(&mut B)) {
+    pub(crate) fn push(&mut self, key: K, add: impl FnOnce(&mut B)) {
         let next = i32::try_from(self.keys.len()).unwrap_or(i32::MAX);
         let values = &mut self.values;
         let index = *self.keys.entry(key).or_insert_with(|| {
@@ -93,7 +111,7 @@ impl<K: Hash + Eq, B: ArrayBuilder> Interner<K, B> {
         self.rows.append_value(index);
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    pub(crate) fn finish(&mut self) -> ArrayRef {
         self.keys.clear();
         let keys = self.rows.finish();
         let values = self.values.finish();
@@ -108,7 +126,7 @@ impl<K: Hash + Eq, B: ArrayBuilder> Interner<K, B> {
 /// A shared allocation as a map key: its address, with the allocation kept
 /// alive by the map entry's owner.
 #[derive(Debug)]
-struct Shared<T: ?Sized>(Arc<T>);
+pub(crate) struct Shared<T: ?Sized>(pub(crate) Arc<T>);
 
 impl<T: ?Sized> Clone for Shared<T> {
     fn clone(&self) -> Self {
@@ -133,7 +151,7 @@ impl<T: ?Sized> Hash for Shared<T> {
 /// A domain list as a key: `Empty` for every empty list, whatever its
 /// allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum ListKey {
+pub(crate) enum ListKey {
     Empty,
     Shared(Shared<[DomainName]>),
 }
@@ -151,6 +169,107 @@ pub struct FlowColumns {
     dst_domains: Interner<ListKey, ListBuilder<StringBuilder>>,
     host_name: Interner<Shared<str>, StringBuilder>,
     cgroup_id: UInt64Builder,
+    flow_id: UInt64Builder,
+    attribution: AttributionColumns,
+}
+
+/// The attribution columns' builders, shared by `flows` and `flow_ends`:
+/// names, executables and cgroups are few, so each is a dictionary.
+#[derive(Debug)]
+pub(crate) struct AttributionColumns {
+    process_id: UInt32Builder,
+    process_name: Interner<Arc<str>, StringBuilder>,
+    user_id: UInt32Builder,
+    executable: Interner<Arc<str>, StringBuilder>,
+    cgroup_path: Interner<Arc<str>, StringBuilder>,
+    container_id: Interner<Arc<str>, StringBuilder>,
+}
+
+impl AttributionColumns {
+    pub(crate) fn with_capacity(rows: usize) -> Self {
+        let strings = || Interner::<Arc<str>, _>::new(StringBuilder::new(), rows);
+        AttributionColumns {
+            process_id: UInt32Builder::with_capacity(rows),
+            process_name: strings(),
+            user_id: UInt32Builder::with_capacity(rows),
+            executable: strings(),
+            cgroup_path: strings(),
+            container_id: strings(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, a: &Attribution) {
+        self.process_id.append_option(a.process_id);
+        push_string(&mut self.process_name, &a.process_name);
+        self.user_id.append_option(a.user_id);
+        push_string(&mut self.executable, &a.executable);
+        push_string(&mut self.cgroup_path, &a.cgroup_path);
+        push_string(&mut self.container_id, &a.container_id);
+    }
+
+    /// The six columns, in the schemas' order.
+    pub(crate) fn finish(&mut self) -> [ArrayRef; 6] {
+        [
+            Arc::new(self.process_id.finish()),
+            self.process_name.finish(),
+            Arc::new(self.user_id.finish()),
+            self.executable.finish(),
+            self.cgroup_path.finish(),
+            self.container_id.finish(),
+        ]
+    }
+}
+
+/// Appends a string shared by many rows (interned by its text).
+pub(crate) fn push_string(column: &mut Interner<Arc<str>, StringBuilder>, value: &Arc<str>) {
+    column.push(Arc::clone(value), |b| b.append_value(&**value));
+}
+
+/// Reads the six attribution columns (plain types) starting at `first`.
+pub(crate) struct AttributionReader<'a> {
+    process_id: &'a UInt32Array,
+    process_name: &'a StringArray,
+    user_id: &'a UInt32Array,
+    executable: &'a StringArray,
+    cgroup_path: &'a StringArray,
+    container_id: &'a StringArray,
+    /// The last strings read, shared while they repeat.
+    last: [Option<Arc<str>>; 4],
+}
+
+impl<'a> AttributionReader<'a> {
+    pub(crate) fn new(batch: &'a RecordBatch, first: usize) -> Self {
+        AttributionReader {
+            process_id: batch.column(first).as_primitive::<UInt32Type>(),
+            process_name: batch.column(first + 1).as_string::<i32>(),
+            user_id: batch.column(first + 2).as_primitive::<UInt32Type>(),
+            executable: batch.column(first + 3).as_string::<i32>(),
+            cgroup_path: batch.column(first + 4).as_string::<i32>(),
+            container_id: batch.column(first + 5).as_string::<i32>(),
+            last: Default::default(),
+        }
+    }
+
+    pub(crate) fn row(&mut self, row: usize) -> Attribution {
+        let mut shared = |slot: usize, value: &str| -> Arc<str> {
+            match &self.last[slot] {
+                Some(last) if &**last == value => Arc::clone(last),
+                _ => {
+                    let value: Arc<str> = value.into();
+                    self.last[slot] = Some(Arc::clone(&value));
+                    value
+                }
+            }
+        };
+        Attribution {
+            process_id: self.process_id.is_valid(row).then(|| self.process_id.value(row)),
+            process_name: shared(0, self.process_name.value(row)),
+            user_id: self.user_id.is_valid(row).then(|| self.user_id.value(row)),
+            executable: shared(1, self.executable.value(row)),
+            cgroup_path: shared(2, self.cgroup_path.value(row)),
+            container_id: shared(3, self.container_id.value(row)),
+        }
+    }
 }
 
 impl Default for FlowColumns {
@@ -174,6 +293,8 @@ impl FlowColumns {
             dst_domains: Interner::new(lists(), rows),
             host_name: Interner::new(strings(), rows),
             cgroup_id: UInt64Builder::with_capacity(rows),
+            flow_id: UInt64Builder::with_capacity(rows),
+            attribution: AttributionColumns::with_capacity(rows),
         }
     }
 
@@ -198,12 +319,14 @@ impl FlowColumns {
         push_list(&mut self.dst_domains, &flow.dst_domains);
         self.host_name.push(Shared(Arc::clone(&flow.host_name)), |b| b.append_value(&*flow.host_name));
         self.cgroup_id.append_value(flow.cgroup_id);
+        self.flow_id.append_value(flow.flow_id);
+        self.attribution.push(&flow.attribution);
     }
 
     /// The rows appended so far as one batch of [`flows_storage_schema`];
     /// the builders start over empty.
     pub fn finish(&mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.timestamp.finish()),
             self.direction.finish(),
             self.src_ip.finish(),
@@ -214,14 +337,16 @@ impl FlowColumns {
             self.dst_domains.finish(),
             self.host_name.finish(),
             Arc::new(self.cgroup_id.finish()),
+            Arc::new(self.flow_id.finish()),
         ];
+        columns.extend(self.attribution.finish());
         // The builders make exactly the storage schema's types, non-null, of one length.
         RecordBatch::try_new(flows_storage_schema(), columns)
             .unwrap_or_else(|e| unreachable!("flow builders disagree with the flows schema: {e}"))
     }
 }
 
-fn push_ip(column: &mut Interner<IpAddr, StringBuilder>, ip: IpAddr) {
+pub(crate) fn push_ip(column: &mut Interner<IpAddr, StringBuilder>, ip: IpAddr) {
     column.push(ip, |b| {
         // Writing into the builder's own buffer cannot fail.
         let _ = write!(b, "{ip}");
@@ -229,7 +354,7 @@ fn push_ip(column: &mut Interner<IpAddr, StringBuilder>, ip: IpAddr) {
     });
 }
 
-fn push_list(column: &mut Interner<ListKey, ListBuilder<StringBuilder>>, names: &DomainList) {
+pub(crate) fn push_list(column: &mut Interner<ListKey, ListBuilder<StringBuilder>>, names: &DomainList) {
     let key = if names.is_empty() { ListKey::Empty } else { ListKey::Shared(Shared(Arc::clone(names))) };
     column.push(key, |b| {
         for name in names.iter() {
@@ -239,33 +364,70 @@ fn push_list(column: &mut Interner<ListKey, ListBuilder<StringBuilder>>, names: 
     });
 }
 
-/// Cuts a stream of flows into batches of at most `max_rows`, or sooner
+/// Builders that turn rows of one type into record batches.
+pub trait RowColumns {
+    type Row;
+    fn with_capacity(rows: usize) -> Self;
+    fn push(&mut self, row: &Self::Row);
+    /// Rows appended since the last [`finish`](Self::finish).
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The rows appended so far as one batch; the builders start over.
+    fn finish(&mut self) -> RecordBatch;
+}
+
+impl RowColumns for FlowColumns {
+    type Row = FlowBegin;
+
+    fn with_capacity(rows: usize) -> Self {
+        FlowColumns::with_capacity(rows)
+    }
+
+    fn push(&mut self, row: &FlowBegin) {
+        FlowColumns::push(self, row);
+    }
+
+    fn len(&self) -> usize {
+        FlowColumns::len(self)
+    }
+
+    fn finish(&mut self) -> RecordBatch {
+        FlowColumns::finish(self)
+    }
+}
+
+/// Cuts a stream of rows into batches of at most `max_rows`, or sooner
 /// when the oldest buffered row has waited `max_age`.
 #[derive(Debug)]
-pub struct FlowBatcher {
-    columns: FlowColumns,
+pub struct Batcher<C> {
+    columns: C,
     max_rows: usize,
     max_age: Duration,
     first_at: Option<Instant>,
 }
 
-impl FlowBatcher {
+/// Batches of `flows`.
+pub type FlowBatcher = Batcher<FlowColumns>;
+
+impl<C: RowColumns> Batcher<C> {
     pub fn new(max_rows: usize, max_age: Duration) -> Self {
         let max_rows = max_rows.max(1);
-        FlowBatcher { columns: FlowColumns::with_capacity(max_rows), max_rows, max_age, first_at: None }
+        Batcher { columns: C::with_capacity(max_rows.min(16 * 1024)), max_rows, max_age, first_at: None }
     }
 
-    /// Buffers `flow`; returns a full batch when this row filled one.
-    pub fn push(&mut self, flow: &FlowBegin) -> Option<RecordBatch> {
-        self.push_at(flow, Instant::now())
+    /// Buffers `row`; returns a full batch when this row filled one.
+    pub fn push(&mut self, row: &C::Row) -> Option<RecordBatch> {
+        self.push_at(row, Instant::now())
     }
 
     /// [`push`](Self::push) with the caller's clock.
-    pub fn push_at(&mut self, flow: &FlowBegin, now: Instant) -> Option<RecordBatch> {
+    pub fn push_at(&mut self, row: &C::Row, now: Instant) -> Option<RecordBatch> {
         if self.first_at.is_none() {
             self.first_at = Some(now);
         }
-        self.columns.push(flow);
+        self.columns.push(row);
         (self.columns.len() >= self.max_rows).then(|| self.take())
     }
 
@@ -328,6 +490,8 @@ pub fn flows_from_batch(batch: &RecordBatch) -> Result<Vec<FlowBegin>, StoreErro
     let dst_domains = batch.column(flow_column::DST_DOMAINS).as_list::<i32>();
     let host_name = batch.column(flow_column::HOST_NAME).as_string::<i32>();
     let cgroup_id = batch.column(flow_column::CGROUP_ID).as_primitive::<UInt64Type>();
+    let flow_id = batch.column(flow_column::FLOW_ID).as_primitive::<UInt64Type>();
+    let mut attribution = AttributionReader::new(&batch, flow_column::PROCESS_ID);
     let domains = |list: &arrow::array::ListArray, row: usize| -> Result<DomainList, StoreError> {
         let offsets = list.value_offsets();
         let values = list
@@ -369,6 +533,8 @@ pub fn flows_from_batch(batch: &RecordBatch) -> Result<Vec<FlowBegin>, StoreErro
             dst_domains: domains(dst_domains, row)?,
             cgroup_id: cgroup_id.value(row),
             host_name,
+            flow_id: flow_id.value(row),
+            attribution: attribution.row(row),
         });
     }
     Ok(flows)
@@ -425,6 +591,12 @@ mod tests {
                 dst_domains: Arc::clone(&names),
                 cgroup_id: 1,
                 host_name: Arc::clone(&host),
+                flow_id: u64::from(i),
+                attribution: Attribution {
+                    process_id: Some(7),
+                    process_name: format!("curl{}", i % 2).into(),
+                    ..Attribution::default()
+                },
             })
             .collect();
         let mut columns = FlowColumns::default();
@@ -438,6 +610,8 @@ mod tests {
         assert_eq!(sizes["dstDomains"], 1, "one list of 32 names for 100 rows");
         assert_eq!(sizes["srcDomains"], 1);
         assert_eq!(sizes["hostName"], 1);
+        assert_eq!(sizes["processName"], 2, "two names, by their text");
+        assert_eq!(sizes["executable"], 1);
         let list_values = stored.column(flow_column::DST_DOMAINS).as_any_dictionary().values().len();
         assert_eq!(list_values, 1);
         assert_eq!(flows_from_batch(&stored).expect("valid"), flows, "the same values as SQL sees them");

@@ -29,6 +29,7 @@ pub mod copy;
 pub mod database;
 pub mod dir;
 pub mod domains;
+pub mod ends;
 pub mod export;
 pub mod flows;
 pub mod hot;
@@ -47,6 +48,7 @@ pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod status;
+#[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
 pub mod table;
 mod upgrade;
@@ -54,23 +56,27 @@ pub mod writer;
 
 mod error;
 mod store;
-#[cfg(test)]
-mod test_util;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_util;
 
 pub use arrow;
 pub use arrow::record_batch::RecordBatch;
 pub use cold::ColdFile;
 pub use database::MemoryUse;
 pub use dir::DataDir;
+pub use ends::{EndBatcher, EndColumns, batch_from_ends, ends_from_batch};
 pub use error::StoreError;
 pub use export::{ExportEvent, ExportOptions, ExportReport};
-pub use flows::{FlowBatcher, FlowColumns, batch_from_flows, flows_from_batch};
+pub use flows::{Batcher, FlowBatcher, FlowColumns, RowColumns, batch_from_flows, flows_from_batch};
 pub use hot::{BatchMeta, HotSummary};
 pub use live::LiveRows;
 pub use recovery::RecoveryReport;
 pub use retention::RetentionReport;
 pub use schedule::{ExportSchedule, ScheduledExport};
-pub use schema::{capture_stats_schema, domains_schema, event_tables, flows_schema, flows_table};
+pub use schema::{
+    capture_stats_schema, domains_schema, event_tables, flow_ends_schema, flow_ends_table, flows_schema,
+    flows_table,
+};
 pub use snapshot::{HotReader, TableSnapshot};
 pub use status::StoreStatus;
 pub use store::Store;

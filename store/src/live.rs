@@ -13,15 +13,24 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arrow::record_batch::RecordBatch;
-use flowsql_event::FlowBegin;
+use flowsql_event::{FlowBegin, FlowEnd};
 
+use crate::ends::batch_from_ends;
 use crate::flows::batch_from_flows;
+use crate::schema::{flow_ends_table, flows_table};
 use crate::{StoreError, TimeRange};
+
+/// The rows of each table waiting for a commit, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) flows: VecDeque<FlowBegin>,
+    pub(crate) ends: VecDeque<FlowEnd>,
+}
 
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct LiveRows {
-    pending: Mutex<VecDeque<FlowBegin>>,
+    pending: Mutex<Pending>,
 }
 
 impl LiveRows {
@@ -29,13 +38,14 @@ impl LiveRows {
         Arc::new(LiveRows::default())
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, VecDeque<FlowBegin>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Rows waiting for a commit.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let pending = self.lock();
+        pending.flows.len() + pending.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -43,18 +53,29 @@ impl LiveRows {
     }
 
     /// Calls `begin` (which starts the reader's SQLite snapshot) while no
-    /// commit can happen, then returns the pending flows of `range`.
+    /// commit can happen, then returns the pending rows of `table` (`flows`
+    /// or `flow_ends`) in `range`.
     pub fn snapshot(
         &self,
+        table: &str,
         range: TimeRange,
         begin: &mut dyn FnMut() -> Result<(), StoreError>,
     ) -> Result<Vec<RecordBatch>, StoreError> {
         let pending = self.lock();
         begin()?;
-        let flows: Vec<&FlowBegin> = pending.iter().filter(|f| range.contains(f.timestamp_ns)).collect();
-        if flows.is_empty() {
-            return Ok(Vec::new());
+        if table == flows_table().name() {
+            let flows: Vec<&FlowBegin> =
+                pending.flows.iter().filter(|f| range.contains(f.timestamp_ns)).collect();
+            if !flows.is_empty() {
+                return Ok(vec![batch_from_flows(flows)]);
+            }
+        } else if table == flow_ends_table().name() {
+            let ends: Vec<&FlowEnd> =
+                pending.ends.iter().filter(|e| range.contains(e.timestamp_ns)).collect();
+            if !ends.is_empty() {
+                return Ok(vec![batch_from_ends(ends)]);
+            }
         }
-        Ok(vec![batch_from_flows(flows)])
+        Ok(Vec::new())
     }
 }

@@ -143,7 +143,7 @@ pub struct ColdSummary {
     pub last_exported_at: Option<i64>,
 }
 
-pub(crate) fn summary(conn: &Connection, table: &str) -> rusqlite::Result<ColdSummary> {
+pub(crate) fn summary(conn: &Connection, table: Option<&str>) -> rusqlite::Result<ColdSummary> {
     conn.prepare_cached(
         "SELECT
             count(*) FILTER (WHERE state = 'complete'),
@@ -155,7 +155,7 @@ pub(crate) fn summary(conn: &Connection, table: &str) -> rusqlite::Result<ColdSu
             count(*) FILTER (WHERE state = 'quarantined'),
             count(*) FILTER (WHERE state = 'missing'),
             max(exportedAt) FILTER (WHERE state = 'complete')
-         FROM exports WHERE tableName = ?1",
+         FROM exports WHERE ?1 IS NULL OR tableName = ?1",
     )?
     .query_row([table], |r| {
         let min: Option<i64> = r.get(4)?;

@@ -30,7 +30,7 @@ pub struct ExportSchedule {
     /// Rows per file at most, see [`ExportOptions::max_file_rows`].
     pub max_file_rows: u64,
     /// Test hook, see [`ExportOptions::pause_after_rename`].
-    #[doc(hidden)]
+    #[cfg(feature = "test-support")]
     pub pause_after_rename: Option<Duration>,
     /// Progress events of every export (harnesses, logs).
     pub on_event: Option<SharedExportEvents>,
@@ -47,6 +47,7 @@ impl Default for ExportSchedule {
             grace: Duration::from_secs(5),
             retain: None,
             max_file_rows: DEFAULT_MAX_FILE_ROWS,
+            #[cfg(feature = "test-support")]
             pause_after_rename: None,
             on_event: None,
             after_export: None,
@@ -147,6 +148,7 @@ fn run(dir: PathBuf, schedule: ExportSchedule, stopped: mpsc::Receiver<()>, inte
         let options = ExportOptions {
             cutoff_ns: boundary,
             max_file_rows: schedule.max_file_rows,
+            #[cfg(feature = "test-support")]
             pause_after_rename: schedule.pause_after_rename,
             interrupt: Some(Arc::clone(&interrupt)),
             ..ExportOptions::up_to(boundary)

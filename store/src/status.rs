@@ -8,7 +8,8 @@ pub use crate::state::LastExport;
 pub use crate::stats::SessionCounters;
 use crate::{StoreError, hot, manifest, state, stats};
 
-/// The state of a data directory (its `flows` table, and the capture).
+/// The state of a data directory (the rows of its event tables, `flows` and
+/// `flow_ends` together, and the capture).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStatus {
     pub data_dir: PathBuf,
@@ -45,9 +46,10 @@ pub struct CaptureTotals {
     pub latest: Option<SessionCounters>,
 }
 
-pub(crate) fn status(dir: &DataDir, db: &Database, table: &str) -> Result<StoreStatus, StoreError> {
+/// The status of `table`'s rows, or (`None`) of every event table's.
+pub(crate) fn status(dir: &DataDir, db: &Database, table: Option<&str>) -> Result<StoreStatus, StoreError> {
     db.read(|conn| {
-        let hot = hot::summary(conn, Some(table)).map_err(db.err("summarize the hot tier"))?;
+        let hot = hot::summary(conn, table).map_err(db.err("summarize the hot tier"))?;
         let cold = manifest::summary(conn, table).map_err(db.err("read the manifest"))?;
         let last_export = state::get(conn, state::LAST_EXPORT)
             .map_err(db.err("read store_state"))?

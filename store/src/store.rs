@@ -308,9 +308,10 @@ impl Store {
         self.db.checkpoint()
     }
 
-    /// Rows, files and bytes per tier, capture counters, last export.
+    /// Rows (of every event table), files and bytes per tier, capture
+    /// counters, last export.
     pub fn status(&self) -> Result<StoreStatus, StoreError> {
-        crate::status::status(&self.dir, &self.db, flows_table().name())
+        crate::status::status(&self.dir, &self.db, None)
     }
 
     /// The database file.

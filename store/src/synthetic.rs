@@ -7,12 +7,14 @@
 //! - [`indexed_flow`]: flow number `index` of writer run `run`, so a harness
 //!   can say exactly which flows a run committed.
 //! - [`RealisticMix`]: what a busy host sees: many flows to a few popular
-//!   destinations, a long tail, 30% IPv6.
+//!   destinations, a long tail, 30% IPv6, made by a few dozen processes.
+//! - [`edge_ends`]: connection ends covering every reason and the edges of
+//!   the `flow_ends` columns.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use flowsql_event::{Direction, DomainList, DomainName, FlowBegin};
+use flowsql_event::{Attribution, Direction, DomainList, DomainName, EndReason, FlowBegin, FlowEnd, Side};
 
 /// 2026-01-01T00:00:00Z in nanoseconds.
 pub const BASE_NS: i64 = 1_767_225_600_000_000_000;
@@ -51,22 +53,56 @@ fn names(list: &[&str]) -> DomainList {
     list.iter().map(|n| DomainName::from(*n)).collect()
 }
 
+/// A process as a row names it.
+fn process(pid: u32, name: &str, uid: u32, executable: &str, cgroup: &str, container: &str) -> Attribution {
+    Attribution {
+        process_id: Some(pid),
+        process_name: name.into(),
+        user_id: Some(uid),
+        executable: executable.into(),
+        cgroup_path: cgroup.into(),
+        container_id: container.into(),
+    }
+}
+
+const CONTAINER: &str = "4f1c9e3a2b7d6e5f4f1c9e3a2b7d6e5f4f1c9e3a2b7d6e5f4f1c9e3a2b7d6e5f";
+
 /// A fixed set of flows that covers the edges of every column.
 pub fn edge_flows() -> Vec<FlowBegin> {
     let host: Arc<str> = "edge-host".into();
     let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
     let v6 = |text: &str| text.parse::<IpAddr>().unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST));
-    let flow = |ts: i64, direction, src, dst, sp, dp, sd: DomainList, dd: DomainList, cg| FlowBegin {
-        timestamp_ns: ts,
-        direction,
-        src_ip: src,
-        dst_ip: dst,
-        src_port: sp,
-        dst_port: dp,
-        src_domains: sd,
-        dst_domains: dd,
-        cgroup_id: cg,
-        host_name: Arc::clone(&host),
+    let attributions = [
+        Attribution::default(),
+        process(1, "systemd", 0, "/usr/lib/systemd/systemd", "/init.scope", ""),
+        process(u32::MAX, "a name of 15 b", u32::MAX, "", "/", ""),
+        process(
+            4242,
+            "nginx",
+            33,
+            "/usr/sbin/nginx",
+            &format!("/system.slice/docker-{CONTAINER}.scope"),
+            CONTAINER,
+        ),
+        process(77, "späť\x1b", 65534, "/tmp/dir with space/x", "/user.slice/user-1000.slice", ""),
+    ];
+    let mut next = 0usize;
+    let mut flow = |ts: i64, direction, src, dst, sp, dp, sd: DomainList, dd: DomainList, cg| {
+        next += 1;
+        FlowBegin {
+            timestamp_ns: ts,
+            direction,
+            src_ip: src,
+            dst_ip: dst,
+            src_port: sp,
+            dst_port: dp,
+            src_domains: sd,
+            dst_domains: dd,
+            cgroup_id: cg,
+            host_name: Arc::clone(&host),
+            flow_id: if next == 2 { u64::MAX } else { next as u64 },
+            attribution: attributions[next % attributions.len()].clone(),
+        }
     };
     use Direction::{Incoming, Outgoing};
     vec![
@@ -168,6 +204,15 @@ pub fn indexed_flow(run: u32, index: u64) -> FlowBegin {
         dst_domains,
         cgroup_id: u64::from(run),
         host_name: "crash-host".into(),
+        flow_id: (u64::from(run) << 40) | index,
+        attribution: process(
+            1000 + (index % 50) as u32,
+            &format!("worker{}", index % 50),
+            (index % 3) as u32,
+            &format!("/usr/bin/worker{}", index % 50),
+            &format!("/system.slice/run{run}.service"),
+            "",
+        ),
     }
 }
 
@@ -185,6 +230,11 @@ pub struct RealisticMix {
     clients: Vec<IpAddr>,
     cgroups: Vec<u64>,
     host: Arc<str>,
+    /// The processes that connect (skewed: a few make most flows) and those
+    /// that listen.
+    clients_processes: Vec<Attribution>,
+    servers_processes: Vec<Attribution>,
+    next_flow_id: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +299,24 @@ impl RealisticMix {
         ];
         let clients = (0..500).map(|i| if i % 3 == 0 { v6(&mut rng) } else { v4(&mut rng) }).collect();
         let cgroups = (0..20).map(|_| 2000 + rng.below(100_000)).collect();
+        let programs = ["curl", "python3", "java", "node", "envoy", "postgres", "git", "apt-get"];
+        let clients_processes = (0..30u32)
+            .map(|i| {
+                let name = programs[i as usize % programs.len()];
+                let container = if i % 3 == 0 { format!("{:064x}", rng.next_u64()) } else { String::new() };
+                let cgroup = if container.is_empty() {
+                    format!("/system.slice/{name}-{i}.service")
+                } else {
+                    format!("/system.slice/docker-{container}.scope")
+                };
+                process(2000 + i * 37, name, 1000 + i % 4, &format!("/usr/bin/{name}"), &cgroup, &container)
+            })
+            .collect();
+        let servers_processes = vec![
+            process(812, "sshd", 0, "/usr/sbin/sshd", "/system.slice/ssh.service", ""),
+            process(1290, "nginx", 0, "/usr/sbin/nginx", "/system.slice/nginx.service", ""),
+        ];
+        let next_flow_id = rng.next_u64();
         RealisticMix {
             rng,
             time_ns: BASE_NS,
@@ -259,6 +327,9 @@ impl RealisticMix {
             clients,
             cgroups,
             host: "web-1.prod.example".into(),
+            clients_processes,
+            servers_processes,
+            next_flow_id,
         }
     }
 
@@ -270,6 +341,8 @@ impl RealisticMix {
         self.time_ns += gap.max(1.0) as i64;
         let family = usize::from(rng.unit() < 0.3);
         let cgroup = self.cgroups[(rng.unit().powi(2) * self.cgroups.len() as f64) as usize];
+        self.next_flow_id = self.next_flow_id.wrapping_add(1);
+        let flow_id = self.next_flow_id;
         if rng.unit() < 0.08 {
             // Someone connects to a local service.
             let client = self.clients[rng.below(self.clients.len() as u64) as usize];
@@ -286,6 +359,8 @@ impl RealisticMix {
                 dst_domains: DomainList::default(),
                 cgroup_id: cgroup,
                 host_name: Arc::clone(&self.host),
+                flow_id,
+                attribution: self.servers_processes[usize::from(port != 22)].clone(),
             };
         }
         let destination = if rng.unit() < 0.8 {
@@ -297,6 +372,8 @@ impl RealisticMix {
             &set[rng.below(set.len() as u64) as usize]
         };
         let locals = &self.locals[family];
+        let processes = &self.clients_processes;
+        let attribution = processes[(rng.unit().powi(2) * processes.len() as f64) as usize].clone();
         FlowBegin {
             timestamp_ns: self.time_ns,
             direction: Direction::Outgoing,
@@ -308,6 +385,8 @@ impl RealisticMix {
             dst_domains: Arc::clone(&destination.names),
             cgroup_id: cgroup,
             host_name: Arc::clone(&self.host),
+            flow_id,
+            attribution,
         }
     }
 
@@ -315,6 +394,49 @@ impl RealisticMix {
     pub fn take_flows(&mut self, count: usize) -> Vec<FlowBegin> {
         (0..count).map(|_| self.next_flow()).collect()
     }
+}
+
+/// A fixed set of connection ends: every reason, failed attempts (no
+/// duration from a begin), a connection begun before the capture (no
+/// duration), an accepting process, edge values of every counter.
+pub fn edge_ends() -> Vec<FlowEnd> {
+    let flows = edge_flows();
+    let reasons = EndReason::ALL;
+    flows
+        .iter()
+        .chain(flows.iter())
+        .enumerate()
+        .map(|(i, begin)| {
+            let reason = reasons[i % reasons.len()];
+            let incoming = begin.direction == Direction::Incoming;
+            FlowEnd {
+                timestamp_ns: begin.timestamp_ns.saturating_add(i as i64 * 1_000_000_007),
+                direction: begin.direction,
+                src_ip: begin.src_ip,
+                dst_ip: begin.dst_ip,
+                src_port: begin.src_port,
+                dst_port: begin.dst_port,
+                src_domains: begin.src_domains.clone(),
+                dst_domains: begin.dst_domains.clone(),
+                duration_ns: if i % 5 == 4 { None } else { Some(i as i64 * 1_000_000_007) },
+                src_bytes: if i == 0 { u64::MAX } else { i as u64 * 1000 },
+                dst_bytes: if i == 1 { 0 } else { 12_345 },
+                src_packets: i as u64,
+                dst_packets: u64::MAX - i as u64,
+                retransmits: if i == 3 { u32::MAX } else { i as u32 % 2 },
+                rtt_micros: 35 * i as u32,
+                reason,
+                closed_by: [None, Some(Side::Src), Some(Side::Dst)][i % 3],
+                begun_before_capture: i % 5 == 4,
+                host_name: Arc::clone(&begin.host_name),
+                cgroup_id: begin.cgroup_id,
+                flow_id: begin.flow_id,
+                attribution: begin.attribution.clone(),
+                accepting_process_id: incoming.then_some(4243),
+                accepting_process_name: if incoming { "nginx".into() } else { "".into() },
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

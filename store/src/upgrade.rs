@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use flowsql_event::{Direction, DomainList, DomainName, FlowBegin};
+use flowsql_event::{Attribution, Direction, DomainList, DomainName, FlowBegin};
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
@@ -110,6 +110,9 @@ pub(crate) fn move_rows_into_batches(conn: &Connection) -> Result<(), StoreError
                 // The same 64 bits, stored as i64.
                 cgroup_id: int(9)? as u64,
                 host_name,
+                // Not recorded by that flowsql: 0 and not known.
+                flow_id: 0,
+                attribution: Attribution::default(),
             });
             moved += 1;
             if columns.len() >= UPGRADE_BATCH_ROWS {

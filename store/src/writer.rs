@@ -35,17 +35,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use flowsql_event::{DomainObservation, FlowBegin};
+use flowsql_event::{DomainObservation, FlowBegin, FlowEnd};
 
 use crate::database::{Database, MemoryUse};
 use crate::dir::DataDir;
+use crate::ends::EndBatcher;
 use crate::flows::FlowBatcher;
 use crate::hot::{self, EncodedBatch};
 use crate::ipc::HOT_COMPRESSION;
 use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::live::LiveRows;
 use crate::migrations::MIGRATIONS;
-use crate::schema::flows_table;
+use crate::schema::{flow_ends_table, flows_table};
 use crate::stats::{self, SessionCounters};
 use crate::table::EventTable;
 use crate::{StoreError, domains, now_ns};
@@ -193,6 +194,7 @@ impl Shared {
 
 enum Msg {
     Flow(FlowBegin),
+    End(FlowEnd),
     /// A batch of any event table, committed as it is.
     Batch(EventTable, RecordBatch),
     Domains(Vec<DomainObservation>),
@@ -204,7 +206,7 @@ enum Msg {
 impl Msg {
     /// Whether the message holds a place in the backlog.
     fn counted(&self) -> bool {
-        matches!(self, Msg::Flow(_) | Msg::Batch(..) | Msg::Domains(_) | Msg::Counters(_))
+        matches!(self, Msg::Flow(_) | Msg::End(_) | Msg::Batch(..) | Msg::Domains(_) | Msg::Counters(_))
     }
 }
 
@@ -270,6 +272,18 @@ impl StoreWriter {
     pub fn send(&self, flow: FlowBegin) -> bool {
         self.shared.received.fetch_add(1, Ordering::Relaxed);
         let queued = self.try_queue(Msg::Flow(flow));
+        if !queued {
+            self.shared.not_stored.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// Queues a connection end (a `flow_ends` row) without blocking, in
+    /// the same transactions as the flows; returns false (and counts the
+    /// row as not stored) when the writer is too far behind.
+    pub fn send_end(&self, end: FlowEnd) -> bool {
+        self.shared.received.fetch_add(1, Ordering::Relaxed);
+        let queued = self.try_queue(Msg::End(end));
         if !queued {
             self.shared.not_stored.fetch_add(1, Ordering::Relaxed);
         }
@@ -377,8 +391,11 @@ struct Worker {
     shared: Arc<Shared>,
     db: Option<Database>,
     batcher: FlowBatcher,
+    ends: EndBatcher,
     /// Batches of other tables, committed with the next transaction.
     batches: Vec<(EventTable, RecordBatch)>,
+    /// Rows of `flow_ends` among `batches` (they leave the live rows with them).
+    end_rows: u64,
     domains: Vec<DomainObservation>,
     capture: CaptureCounters,
     session_ns: i64,
@@ -401,6 +418,8 @@ impl Worker {
         let now = Instant::now();
         Worker {
             batcher: FlowBatcher::new(config.batch_rows, config.batch_age),
+            ends: EndBatcher::new(config.batch_rows, config.batch_age),
+            end_rows: 0,
             dir: DataDir::new(dir),
             config,
             shared,
@@ -423,7 +442,7 @@ impl Worker {
         loop {
             let now = Instant::now();
             let mut timeout = self.config.stats_every.saturating_sub(now.duration_since(self.last_stats));
-            if let Some(due) = self.batcher.due_in(now) {
+            for due in [self.batcher.due_in(now), self.ends.due_in(now)].into_iter().flatten() {
                 timeout = timeout.min(due);
             }
             if self.unsynced {
@@ -441,10 +460,20 @@ impl Worker {
                 Ok(Msg::Flow(flow)) => {
                     let batch = self.batcher.push(&flow);
                     if let Some(live) = &self.config.live {
-                        live.lock().push_back(flow);
+                        live.lock().flows.push_back(flow);
                     }
                     if let Some(batch) = batch {
                         self.commit(Some(batch));
+                    }
+                }
+                Ok(Msg::End(end)) => {
+                    let batch = self.ends.push(&end);
+                    if let Some(live) = &self.config.live {
+                        live.lock().ends.push_back(end);
+                    }
+                    if let Some(batch) = batch {
+                        self.queue_ends(batch);
+                        self.commit(None);
                     }
                 }
                 Ok(Msg::Counters(counters)) => {
@@ -469,8 +498,13 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             let now = Instant::now();
+            if let Some(batch) = self.ends.poll(now) {
+                self.queue_ends(batch);
+            }
             if let Some(batch) = self.batcher.poll(now) {
                 self.commit(Some(batch));
+            } else if self.end_rows > 0 {
+                self.commit(None);
             }
             if self.unsynced && now.duration_since(self.last_checkpoint) >= self.config.checkpoint_every {
                 self.checkpoint(now);
@@ -496,7 +530,16 @@ impl Worker {
         }
     }
 
+    /// Adds a batch of ends to the next transaction.
+    fn queue_ends(&mut self, batch: RecordBatch) {
+        self.end_rows += batch.num_rows() as u64;
+        self.batches.push((flow_ends_table().clone(), batch));
+    }
+
     fn flush(&mut self) {
+        if let Some(batch) = self.ends.flush() {
+            self.queue_ends(batch);
+        }
         if let Some(batch) = self.batcher.flush() {
             self.commit(Some(batch));
         } else if !self.domains.is_empty() || !self.batches.is_empty() {
@@ -575,8 +618,13 @@ impl Worker {
             let result = match (self.open(), self.db.as_mut()) {
                 (Ok(true), Some(db)) => {
                     let began = Instant::now();
-                    let result =
-                        try_commit(db, &encoded, &self.domains, self.config.live.as_deref(), flow_rows);
+                    let result = try_commit(
+                        db,
+                        &encoded,
+                        &self.domains,
+                        self.config.live.as_deref(),
+                        (flow_rows, self.end_rows),
+                    );
                     if result.is_ok() {
                         self.shared.commit_latency.record(began.elapsed());
                     }
@@ -592,6 +640,7 @@ impl Worker {
             let error = match result {
                 Ok(()) => {
                     self.batches.clear();
+                    self.end_rows = 0;
                     self.domains.clear();
                     self.committed(rows);
                     if started.elapsed() >= BUSY_LOG_AFTER {
@@ -677,10 +726,11 @@ impl Worker {
         self.shared.not_stored.fetch_add(rows, Ordering::Relaxed);
         if let Some(live) = &self.config.live {
             let mut pending = live.lock();
-            let lost = usize::try_from(flow_rows).unwrap_or(usize::MAX).min(pending.len());
-            pending.drain(..lost);
+            drain_oldest(&mut pending.flows, flow_rows);
+            drain_oldest(&mut pending.ends, self.end_rows);
         }
         self.batches.clear();
+        self.end_rows = 0;
         let domains = std::mem::take(&mut self.domains).len();
         if domains > 0 {
             self.shared.domains_not_stored.fetch_add(domains as u64, Ordering::Relaxed);
@@ -780,15 +830,22 @@ impl Worker {
     }
 }
 
+/// Removes the `count` oldest rows of a live queue.
+fn drain_oldest<T>(queue: &mut std::collections::VecDeque<T>, count: u64) {
+    let count = usize::try_from(count).unwrap_or(usize::MAX).min(queue.len());
+    queue.drain(..count);
+}
+
 /// One try at committing the encoded batches and the `domains` in one
 /// transaction. With live rows, their lock is held across the commit only,
-/// and the oldest `flow_rows` leave them when it succeeds.
+/// and the oldest flows and ends committed (`committed`) leave them when it
+/// succeeds.
 fn try_commit(
     db: &mut Database,
     batches: &[(&'static str, EncodedBatch)],
     domains: &[DomainObservation],
     live: Option<&LiveRows>,
-    flow_rows: u64,
+    (flow_rows, end_rows): (u64, u64),
 ) -> Result<(), StoreError> {
     let path = db.path().to_owned();
     let sqlite = |e| StoreError::sqlite("store a batch", &path, e);
@@ -816,8 +873,8 @@ fn try_commit(
         return Err(StoreError::sqlite("commit", &path, e));
     }
     if let Some(pending) = pending.as_mut() {
-        let committed = usize::try_from(flow_rows).unwrap_or(usize::MAX).min(pending.len());
-        pending.drain(..committed);
+        drain_oldest(&mut pending.flows, flow_rows);
+        drain_oldest(&mut pending.ends, end_rows);
     }
     Ok(())
 }

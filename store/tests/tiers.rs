@@ -4,41 +4,18 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use flowsql_event::FlowBegin;
 use flowsql_store::cold::{self, HOUR_NS};
 use flowsql_store::synthetic::{self, BASE_NS};
+use flowsql_store::test_util::TempDir;
 use flowsql_store::{
     ExportEvent, ExportOptions, RecordBatch, Store, StoreWriter, TimeRange, WriterConfig, batch_from_flows,
     flows_from_batch, flows_schema, flows_table,
 };
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "flowsql-tiers-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn rows(batches: &[RecordBatch]) -> Vec<FlowBegin> {
     batches.iter().flat_map(|b| flows_from_batch(b).expect("valid batch")).collect()
@@ -155,15 +132,17 @@ fn flows_round_trip_through_both_tiers() {
 
 #[test]
 fn the_data_directory_is_private_to_owner_and_group() {
-    let dir = TempDir::new("modes");
-    let mut store = Store::open(dir.path()).expect("open");
+    let temp = TempDir::new("modes");
+    // A directory the store creates itself.
+    let dir = temp.path().join("data");
+    let mut store = Store::open(&dir).expect("open");
     store.insert_flows(&batch_from_flows(&test_flows())).expect("insert");
     export_all(&mut store);
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
-    assert_eq!(mode(dir.path()), 0o750);
-    assert_eq!(mode(&dir.path().join("flowsql.db")), 0o640);
-    assert_eq!(mode(&dir.path().join("flowsql.db-wal")), 0o640);
-    for file in parquet_files(&dir.path().join("flows")) {
+    assert_eq!(mode(&dir), 0o750);
+    assert_eq!(mode(&dir.join("flowsql.db")), 0o640);
+    assert_eq!(mode(&dir.join("flowsql.db-wal")), 0o640);
+    for file in parquet_files(&dir.join("flows")) {
         assert_eq!(mode(&file), 0o640, "{}", file.display());
         assert_eq!(mode(file.parent().expect("hour dir")), 0o750);
     }

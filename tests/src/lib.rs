@@ -17,8 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use flowsql_capture::{Assembled, Capture, CaptureConfig, DnsStats, FlowAssembler, KernelCounters};
-use flowsql_event::{Direction, DomainObservation, FlowBegin};
+use flowsql_capture::{
+    Assembled, AttributionStats, Capture, CaptureConfig, DnsStats, FlowAssembler, KernelCounters,
+};
+use flowsql_event::{Direction, DomainObservation, FlowBegin, FlowEnd};
+/// The workspace's one temporary-directory helper (the store's test support).
+pub use flowsql_store::test_util::TempDir;
 
 /// Fails the test unless it runs as root: these tests load BPF programs,
 /// create cgroups and network namespaces.
@@ -76,6 +80,27 @@ impl TestCgroup {
     /// The cgroup id the kernel reports for sockets in it: its inode number.
     pub fn id(&self) -> u64 {
         std::fs::metadata(&self.path).expect("cgroup exists").ino()
+    }
+
+    /// Its path from the root of the unified hierarchy (`/fs...`), as
+    /// `cgroupPath` says it.
+    pub fn relative_path(&self) -> String {
+        let root = flowsql_capture::cgroup::unified_mount().expect("cgroup v2");
+        format!("/{}", self.path.strip_prefix(&root).expect("under the root").display())
+    }
+
+    /// A child cgroup named `name`, removed on drop (drop it before its parent).
+    pub fn child(&self, name: &str) -> TestCgroup {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", path.display()));
+        TestCgroup { path }
+    }
+
+    /// Removes it now (it must hold no process); panics if it cannot.
+    pub fn remove(self) {
+        std::fs::remove_dir(&self.path)
+            .unwrap_or_else(|e| panic!("cannot remove cgroup {}: {e}", self.path.display()));
+        std::mem::forget(self);
     }
 }
 
@@ -139,6 +164,30 @@ impl Netns {
             "nft failed: {}\n{ruleset}",
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+
+    /// Sets a sysctl of this namespace (`net.ipv4.*` are per namespace).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        run("ip", &["netns", "exec", &self.name, "sysctl", "-q", "-w", &format!("{key}={value}")]);
+    }
+
+    /// A counter of `/proc/net/netstat` or `/proc/net/snmp` in this
+    /// namespace, e.g. `TcpExt` `TCPFastOpenPassive`.
+    pub fn netstat(&self, group: &str, name: &str) -> u64 {
+        for file in ["/proc/net/netstat", "/proc/net/snmp"] {
+            let text = run("ip", &["netns", "exec", &self.name, "cat", file]);
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("{group}:"))).collect();
+            for pair in lines.chunks(2) {
+                if let [names, values] = pair {
+                    let names = names.split_whitespace().skip(1);
+                    let values = values.split_whitespace().skip(1);
+                    if let Some((_, value)) = names.zip(values).find(|(n, _)| *n == name) {
+                        return value.parse().unwrap_or_else(|_| panic!("{group} {name} = {value}"));
+                    }
+                }
+            }
+        }
+        panic!("no counter {group} {name} in this namespace")
     }
 
     /// `nft list ...` in this namespace.
@@ -244,9 +293,88 @@ impl Server {
             .unwrap_or_else(|| panic!("netpeer {args:?} did not start: {line:?}"));
         Server { child, _stdin: stdin, _stdout: stdout, port }
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `netpeer exchange --wait-stdin` in progress: connected, waiting to be
+/// told to exchange, then to close. Killed on drop.
+#[derive(Debug)]
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pub local: SocketAddr,
+    pub pid: u32,
+}
+
+impl Session {
+    /// Starts `netpeer exchange --to TO --wait-stdin EXTRA` and waits until
+    /// it is connected.
+    pub fn start(netpeer: &str, place: Place<'_>, to: &str, extra: &[&str]) -> Session {
+        let mut child = place
+            .command(netpeer)
+            .args(["exchange", "--to", to, "--wait-stdin"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("netpeer starts");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = || {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("netpeer prints");
+            line.trim().to_owned()
+        };
+        let local = line();
+        let pid = line();
+        let local = local
+            .strip_prefix("local ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("netpeer exchange did not connect: {local:?}"));
+        let pid = pid
+            .strip_prefix("pid ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid: {pid:?}"));
+        Session { child, stdin, stdout, local, pid }
+    }
+
+    fn step(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(b"go\n").and_then(|()| stdin.flush()).expect("tell netpeer to go on");
+    }
+
+    /// Lets it exchange its bytes (it then waits again before closing).
+    pub fn exchange(&mut self) {
+        self.step();
+    }
+
+    /// Lets it close; waits for it to end and returns the bytes it received.
+    pub fn close(mut self) -> u64 {
+        self.step();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("netpeer prints");
+        let status = self.child.wait().expect("netpeer ends");
+        assert!(status.success(), "netpeer exchange failed");
+        line.trim()
+            .strip_prefix("received ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line:?}"))
+    }
+}
+
+impl Drop for Session {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -265,6 +393,35 @@ pub fn connect(netpeer: &str, place: Place<'_>, to: &str, extra: &[&str]) -> Vec
         .expect("netpeer runs");
     assert!(output.status.success(), "netpeer connect failed: {}", String::from_utf8_lossy(&output.stderr));
     parse_locals(&output.stdout)
+}
+
+/// What a netpeer run printed: each `local <addr>` and its `pid <n>`.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub locals: Vec<SocketAddr>,
+    pub pid: u32,
+    pub stdout: String,
+}
+
+/// Runs any netpeer subcommand to completion; its `local` lines and the
+/// process id it printed (`pid <n>`), or else the id of the process run.
+pub fn netpeer_run(netpeer: &str, place: Place<'_>, args: &[&str]) -> Peer {
+    let child = place
+        .command(netpeer)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("netpeer runs");
+    let spawned = child.id();
+    let output = child.wait_with_output().expect("netpeer ends");
+    assert!(output.status.success(), "netpeer {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let pid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pid ").and_then(|p| p.trim().parse().ok()))
+        .unwrap_or(spawned);
+    Peer { locals: parse_locals(&output.stdout), pid, stdout }
 }
 
 /// Runs any netpeer subcommand to completion, returning its `local` lines.
@@ -309,43 +466,62 @@ pub struct Recording {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<Recorded>>,
     rows: Arc<Mutex<Vec<FlowBegin>>>,
+    ends: Arc<Mutex<Vec<FlowEnd>>>,
+    open: tokio::sync::mpsc::Sender<std::sync::mpsc::Sender<Vec<FlowEnd>>>,
+    /// What the capture could not fill on this kernel.
+    pub unavailable: Vec<String>,
 }
 
 /// What a recording saw.
 #[derive(Debug)]
 pub struct Recorded {
     pub rows: Vec<FlowBegin>,
+    /// Connection ends (and failed attempts), in the order reported.
+    pub ends: Vec<FlowEnd>,
     /// What DNS answers taught, in order.
     pub observations: Vec<DomainObservation>,
     pub counters: KernelCounters,
     pub dns: DnsStats,
+    pub attribution: AttributionStats,
     /// Records that could not be decoded (must be zero).
     pub undecodable: u64,
 }
 
 impl Recording {
     pub fn start(cgroup: &TestCgroup) -> Self {
-        let config = CaptureConfig { cgroup: Some(cgroup.path().to_owned()), ..CaptureConfig::default() };
+        Recording::start_with(CaptureConfig {
+            cgroup: Some(cgroup.path().to_owned()),
+            ..CaptureConfig::default()
+        })
+    }
+
+    /// Starts a capture with `config`, assembling rows as `flowsql capture` does.
+    pub fn start_with(config: CaptureConfig) -> Self {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<std::sync::mpsc::Sender<Vec<FlowEnd>>>(4);
         let rows = Arc::new(Mutex::new(Vec::new()));
-        let shared = Arc::clone(&rows);
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let (shared_rows, shared_ends) = (Arc::clone(&rows), Arc::clone(&ends));
         let thread = std::thread::spawn(move || {
             let runtime =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async move {
                 let (capture, mut reader) = match Capture::attach(&config) {
                     Ok(attached) => {
-                        let _ = ready_tx.send(Ok(()));
+                        let unavailable = attached.0.unavailable().iter().map(ToString::to_string).collect();
+                        let _ = ready_tx.send(Ok(unavailable));
                         attached
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e}")));
                         return Recorded {
                             rows: Vec::new(),
+                            ends: Vec::new(),
                             observations: Vec::new(),
                             counters: KernelCounters::default(),
                             dns: DnsStats::default(),
+                            attribution: AttributionStats::default(),
                             undecodable: 0,
                         };
                     }
@@ -353,35 +529,70 @@ impl Recording {
                 let mut assembler = FlowAssembler::new("test-host");
                 let mut undecodable = 0u64;
                 let mut observations = Vec::new();
-                let mut handle = |item: &[u8]| match assembler.assemble(item) {
-                    Ok(Assembled::Flow(flow)) => shared.lock().expect("rows lock").push(flow),
+                let mut handle = |assembler: &mut FlowAssembler, item: &[u8]| match assembler.assemble(item) {
+                    Ok(Assembled::Flow(flow)) => shared_rows.lock().expect("rows lock").push(flow),
+                    Ok(Assembled::End(end)) => shared_ends.lock().expect("ends lock").push(end),
                     Ok(Assembled::Dns(learned)) => observations.extend(learned),
+                    Ok(Assembled::Learned) => {}
                     Err(_) => undecodable += 1,
                 };
                 loop {
                     tokio::select! {
-                        read = reader.read(&mut handle) => { read.expect("ring buffer readable"); }
+                        read = reader.read(|item| handle(&mut assembler, item)) => { read.expect("ring buffer readable"); }
+                        Some(reply) = open_rx.recv() => {
+                            // What the kernel reported so far first, as the capture loop does.
+                            reader.drain(|item| handle(&mut assembler, item));
+                            let open = capture.open_sockets().expect("open connections are followed");
+                            let records = open.read().expect("the open-connections iterator runs");
+                            let _ = reply.send(assembler.open_flows(&records));
+                        }
                         _ = &mut stop_rx => break,
                     }
                 }
                 let counters = capture.counters().expect("counters readable");
                 drop(capture);
-                reader.drain(&mut handle);
-                let rows = std::mem::take(&mut *shared.lock().expect("rows lock"));
-                Recorded { rows, observations, counters, dns: assembler.dns_stats(), undecodable }
+                reader.drain(|item| handle(&mut assembler, item));
+                let rows = std::mem::take(&mut *shared_rows.lock().expect("rows lock"));
+                let ends = std::mem::take(&mut *shared_ends.lock().expect("ends lock"));
+                Recorded {
+                    rows,
+                    ends,
+                    observations,
+                    counters,
+                    dns: assembler.dns_stats(),
+                    attribution: assembler.attribution_stats(),
+                    undecodable,
+                }
             })
         });
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
+        let unavailable = match ready_rx.recv() {
+            Ok(Ok(unavailable)) => unavailable,
             Ok(Err(e)) => panic!("capture failed to attach: {e}"),
             Err(_) => panic!("capture thread died before attaching"),
-        }
-        Recording { stop: Some(stop_tx), thread: Some(thread), rows }
+        };
+        Recording { stop: Some(stop_tx), thread: Some(thread), rows, ends, open: open_tx, unavailable }
     }
 
     /// Rows seen so far.
     pub fn rows_so_far(&self) -> usize {
         self.rows.lock().expect("rows lock").len()
+    }
+
+    /// Begins seen so far (a copy).
+    pub fn begins_so_far(&self) -> Vec<FlowBegin> {
+        self.rows.lock().expect("rows lock").clone()
+    }
+
+    /// Ends seen so far (a copy).
+    pub fn ends_so_far(&self) -> Vec<FlowEnd> {
+        self.ends.lock().expect("ends lock").clone()
+    }
+
+    /// The connections open now, as the capture reads them from the kernel.
+    pub fn open_flows(&self) -> Vec<FlowEnd> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.open.blocking_send(reply).expect("the recording runs");
+        answer.recv_timeout(Duration::from_secs(10)).expect("open connections read")
     }
 
     /// Detaches, drains the ring buffer and returns everything recorded.
@@ -510,32 +721,6 @@ pub fn resolve(netpeer_path: &str, place: Place<'_>, name: &str, extra: &[&str])
         .filter_map(|l| l.strip_prefix("answer "))
         .map(|a| a.parse().expect("netpeer prints addresses"))
         .collect()
-}
-
-/// A fresh directory under the system temp dir, removed (with everything in
-/// it) on drop.
-#[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("flowsql-{}", unique_name(tag)));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        TempDir { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 /// A tmpfs of a fixed size mounted on a fresh directory (a small disk that

@@ -1,29 +1,34 @@
 //! A burst of short connections: every one is recorded, exactly once per
-//! side, and the kernel's loss counter stays at zero.
+//! side, attributed to its own side's process, ended exactly once per side
+//! with its begin's flowId, and the kernel's loss counter stays at zero.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use flowsql_event::Direction::{Incoming, Outgoing};
-use flowsql_tests::{Place, Recording, Server, TestCgroup, addr, connect, endpoints};
+use flowsql_tests::{Place, Recording, Server, TestCgroup, addr, endpoints, netpeer_run, wait_until};
 
 const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
 const CONNECTIONS: usize = 10_000;
 
 #[test]
-fn ten_thousand_short_connections_give_ten_thousand_rows_per_side() {
+fn ten_thousand_short_connections_give_ten_thousand_begins_and_ends_per_side_all_attributed() {
     let cgroup = TestCgroup::new("burst");
     let server = Server::start(NETPEER, Place::cgroup(&cgroup), "127.0.0.1:0", &[]);
     let recording = Recording::start(&cgroup);
     let server_addr = addr(&format!("127.0.0.1:{}", server.port));
     let started = std::time::Instant::now();
-    let locals = connect(
+    let peer = netpeer_run(
         NETPEER,
         Place::cgroup(&cgroup),
-        &server_addr.to_string(),
-        &["--count", &CONNECTIONS.to_string()],
+        &["connect", "--to", &server_addr.to_string(), "--count", &CONNECTIONS.to_string()],
     );
     let elapsed = started.elapsed();
+    let locals = peer.locals.clone();
+    let ended = wait_until(Duration::from_secs(20), || recording.ends_so_far().len() >= 2 * CONNECTIONS);
     let recorded = recording.finish();
+    assert!(ended, "{} ends of {}", recorded.ends.len(), 2 * CONNECTIONS);
     assert_eq!(locals.len(), CONNECTIONS);
     eprintln!(
         "{CONNECTIONS} connections in {elapsed:?} ({:.0}/s), {} rows, counters {:?}",
@@ -51,4 +56,44 @@ fn ten_thousand_short_connections_give_ten_thousand_rows_per_side() {
     assert_eq!((outgoing, incoming), (CONNECTIONS, CONNECTIONS), "rows per side");
     assert!(seen == expected, "the rows are not exactly the connections made");
     assert_eq!(recorded.counters.flow_events, 2 * CONNECTIONS as u64);
+
+    // Every row names its own side's process: the client that connected,
+    // the server that listened.
+    for row in &recorded.rows {
+        let (pid, name) = match row.direction {
+            Outgoing => (peer.pid, "netpeer"),
+            Incoming => (server.pid(), "netpeer"),
+        };
+        assert_eq!(row.attribution.process_id, Some(pid), "{row:?}");
+        assert_eq!(&*row.attribution.process_name, name);
+        assert_eq!(&*row.attribution.cgroup_path, cgroup.relative_path());
+    }
+    assert_eq!(recorded.attribution.unattributed, 0);
+
+    // Exactly one end per side, each with its begin's flowId and endpoints.
+    let mut begins: HashMap<u64, &flowsql_event::FlowBegin> = HashMap::new();
+    for row in &recorded.rows {
+        assert!(begins.insert(row.flow_id, row).is_none(), "flowIds are unique: {row:?}");
+    }
+    let mut ended_ids = std::collections::HashSet::new();
+    for end in &recorded.ends {
+        let begin = begins.get(&end.flow_id).unwrap_or_else(|| panic!("an end without its begin: {end:?}"));
+        assert_eq!(
+            endpoints(begin),
+            (
+                end.direction,
+                SocketAddr::new(end.src_ip, end.src_port),
+                SocketAddr::new(end.dst_ip, end.dst_port)
+            )
+        );
+        assert!(ended_ids.insert(end.flow_id), "one end per begin: {end:?}");
+        assert_eq!(end.src_bytes, 0);
+    }
+    let outgoing_ends = recorded.ends.iter().filter(|e| e.direction == Outgoing).count();
+    assert_eq!(
+        (outgoing_ends, recorded.ends.len() - outgoing_ends),
+        (CONNECTIONS, CONNECTIONS),
+        "ends per side"
+    );
+    assert_eq!(recorded.counters.end_events, 2 * CONNECTIONS as u64);
 }

@@ -434,9 +434,8 @@ fn the_domains_table_gives_each_flow_the_names_valid_at_its_time() {
     flows.sort_by_key(|r| r.timestamp_ns);
     assert_eq!(flows.len(), 3);
 
-    let dir = std::env::temp_dir().join(flowsql_tests::unique_name("domdb"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let _cleanup = RemoveDir(dir.clone());
+    let temp = flowsql_tests::TempDir::new("domdb");
+    let dir = temp.path().join("data");
     let mut store = Store::open(&dir).expect("open store");
     store.insert_flows(&batch_from_flows(&flows)).expect("insert flows");
     store.record_domains(&recorded.observations).expect("record domains");
@@ -488,14 +487,5 @@ fn the_domains_table_gives_each_flow_the_names_valid_at_its_time() {
         let mut live: Vec<&str> = flow.dst_domains.iter().map(|n| n.as_ref()).collect();
         live.sort_unstable();
         assert_eq!(live.join(","), expected, "the live names and the as-of join agree");
-    }
-}
-
-/// Removes a directory on drop.
-struct RemoveDir(std::path::PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

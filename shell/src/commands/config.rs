@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::config::Config;
+use flowsql_service::Config;
 
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();

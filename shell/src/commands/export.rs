@@ -9,15 +9,15 @@ use anyhow::Context as _;
 use flowsql_store::{ExportEvent, ExportOptions, ExportReport, Store, TimeRange, now_ns};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::data_dir::{self, grouped, human_bytes};
 use crate::cli::ExportArgs;
-use crate::config::Config;
+use crate::units::{self, grouped, human_bytes};
+use flowsql_service::Config;
 
 pub fn run(args: ExportArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let dir = config.data_dir()?;
     let now = now_ns();
-    let since = args.since.as_deref().map(|t| data_dir::parse_time(t, now)).transpose()?;
-    let until = args.until.as_deref().map(|t| data_dir::parse_time(t, now)).transpose()?;
+    let since = args.since.as_deref().map(|t| units::parse_time(t, now)).transpose()?;
+    let until = args.until.as_deref().map(|t| units::parse_time(t, now)).transpose()?;
     if let (Some(since), Some(until)) = (since, until)
         && since >= until
     {

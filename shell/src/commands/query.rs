@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::shell::open_session;
 use crate::cli::QueryArgs;
-use crate::config::Config;
 use crate::runner::Runner;
+use flowsql_query::{Session, SessionOptions};
+use flowsql_service::Config;
 
 pub fn run(args: QueryArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let dir = config.data_dir()?;
@@ -28,7 +28,8 @@ pub fn run(args: QueryArgs, config: &Config) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let session = open_session(&dir)?;
+    // Cheap: no flow is read until a query runs.
+    let session = Session::open(SessionOptions::new(&dir))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,33 +8,41 @@ use anyhow::Context as _;
 use flowsql_query::{Session, SessionOptions};
 use flowsql_web::{Access, Limits, ServeOptions, Server};
 
+use flowsql_service::Config;
+use flowsql_service::settings::Source;
+
 use super::in_process::InProcessCapture;
 use crate::cli::ServeArgs;
-use crate::config::Config;
 
-/// The token of a non-loopback listener, when not generated.
-const TOKEN_VARIABLE: &str = "FLOWSQL_SERVE_TOKEN";
-
-pub fn run(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
+pub fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let dir = config.data_dir()?;
-    let capture = args.capture.then(|| InProcessCapture::start(config, &dir)).transpose()?;
-    let options =
-        SessionOptions { live: capture.as_ref().map(|c| Arc::clone(&c.live)), ..SessionOptions::new(&dir) };
+    let listen = config.serve_listen.value.clone();
+    let token = config.serve_token.value.clone();
+    let token_source = config.serve_token.source.clone();
+    let limits = Limits { max_rows: config.serve_max_rows.value.max(1), timeout: config.serve_query_timeout.value };
+    let capture = args.capture.then(|| InProcessCapture::start(config)).transpose()?;
+    let mut options = SessionOptions::new(&dir);
+    if let Some(capture) = &capture {
+        options = capture.session_options(options);
+    }
     let session = Arc::new(Session::open(options)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
     let serve = ServeOptions {
-        token: std::env::var(TOKEN_VARIABLE).ok().filter(|t| !t.is_empty()),
-        limits: Limits { max_rows: args.max_rows.max(1), timeout: args.query_timeout },
+        token: token.clone(),
+        limits,
         capturing: capture.is_some(),
-        ..ServeOptions::new(args.listen.clone())
+        ..ServeOptions::new(listen.clone())
     };
     let result = runtime.block_on(async {
-        let server = Server::bind(session, serve).await.with_context(|| format!("cannot serve on {}", args.listen))?;
-        if let Some(_capture) = &capture {
-            println!("capturing TCP connection begins of {} into {}", InProcessCapture::watched(config), dir.display());
+        let server = Server::bind(session, serve).await.with_context(|| format!("cannot serve on {listen}"))?;
+        if let Some(capture) = &capture {
+            for line in capture.unavailable() {
+                println!("{line}");
+            }
+            println!("capturing TCP connections of {} into {}", capture.watched, dir.display());
         }
         match server.access() {
             Access::Loopback => println!(
@@ -48,17 +56,21 @@ pub fn run(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
                 "serving {} at {} (not loopback: requests need this token, {})",
                 dir.display(),
                 server.url(),
-                if std::env::var(TOKEN_VARIABLE).is_ok_and(|t| !t.is_empty()) {
-                    format!("from {TOKEN_VARIABLE}")
+                if token.is_some() {
+                    match token_source {
+                        Source::Env(variable) => format!("from {variable}"),
+                        Source::Flag(flag) => format!("from {flag}"),
+                        Source::File | Source::Default => "serve.token from the configuration file".to_owned(),
+                    }
                 } else {
-                    format!("generated now; set {TOKEN_VARIABLE} to choose it")
+                    "generated now; set serve.token (FLOWSQL_SERVE_TOKEN) to choose it".to_owned()
                 }
             ),
         }
         server.run(stop_signal()).await.context("the web server failed")
     });
     if let Some(capture) = capture {
-        capture.capture.stop().context("capture failed")?;
+        capture.stop().context("capture failed")?;
     }
     result?;
     Ok(ExitCode::SUCCESS)

@@ -8,9 +8,9 @@ use flowsql_event::format_timestamp;
 use flowsql_store::Store;
 use flowsql_store::status::{SessionCounters, StoreStatus};
 
-use super::data_dir::{grouped, human_bytes};
 use crate::cli::StatusArgs;
-use crate::config::Config;
+use crate::units::{grouped, human_bytes};
+use flowsql_service::Config;
 
 pub fn run(args: StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let dir = config.data_dir()?;
@@ -115,7 +115,7 @@ fn to_text(s: &StoreStatus) -> String {
                     grouped(total.rows_not_stored)
                 ),
             );
-            line("  loss", plural(total.loss(), "flow", "flows"));
+            line("  loss", plural(total.loss(), "row", "rows"));
         }
     }
     out

@@ -8,13 +8,31 @@ usage: parquet_readers.py DATASET_DIR
 """
 
 import json
+import math
 import sys
+
+# Nullable integer columns: pandas holds them as floats, with NaN for NULL.
+NULLABLE_INTEGERS = ("processId", "userId")
+
+
+def value(k, v):
+    if hasattr(v, "__iter__") and not isinstance(v, str):
+        return list(v)
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if k in NULLABLE_INTEGERS and isinstance(v, float):
+        return int(v)
+    return v
+
+
+def _nan(v):
+    return isinstance(v, float) and math.isnan(v)
 
 
 def normalize(rows):
     out = []
     for r in rows:
-        out.append({k: (list(v) if hasattr(v, "__iter__") and not isinstance(v, str) else v) for k, v in r.items()})
+        out.append({k: value(k, v) for k, v in r.items()})
     out.sort(key=lambda r: (r["timestamp"], r["cgroupId"], r["connectionDirection"], r["srcIP"], r["srcPort"]))
     return out
 
@@ -46,7 +64,7 @@ def with_pandas(root):
         r["hour"] = int(r["hour"])
         r["srcDomains"] = [str(x) for x in r["srcDomains"]]
         r["dstDomains"] = [str(x) for x in r["dstDomains"]]
-        r = {k: (int(v) if hasattr(v, "item") and not isinstance(v, str) else v) for k, v in r.items()}
+        r = {k: (int(v) if hasattr(v, "item") and not isinstance(v, str) and not _nan(v) else v) for k, v in r.items()}
         rows.append(r)
     return {"schema": schema, "rows": normalize(rows), "listType": list_type, "listElementType": element}
 

@@ -6,24 +6,21 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flowsql_event::{Direction, DomainList, FlowBegin};
+use flowsql_event::{Attribution, Direction, DomainList, FlowBegin};
 use flowsql_store::batch_from_flows;
+use flowsql_store::test_util::TempDir;
 use flowsql_store::{ExportOptions, Store, TimeRange};
 
 /// A temporary data directory, removed on drop.
 pub struct Fixture {
+    /// Holds the data directory; removed with it.
+    _temp: TempDir,
     dir: PathBuf,
 }
 
 impl Fixture {
     pub fn path(&self) -> &Path {
         &self.dir
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -59,13 +56,36 @@ fn flow(
         dst_domains: names(dst_domains),
         cgroup_id: 4242,
         host_name: Arc::from("testhost"),
+        flow_id: 0,
+        attribution: Attribution::default(),
     }
 }
 
-/// The flows of the fixture, in time order.
+/// Who made a flow of the fixture.
+fn by(pid: u32, name: &str, uid: u32, executable: &str, cgroup: &str) -> Attribution {
+    Attribution {
+        process_id: Some(pid),
+        process_name: name.into(),
+        user_id: Some(uid),
+        executable: executable.into(),
+        cgroup_path: cgroup.into(),
+        container_id: "".into(),
+    }
+}
+
+/// The flows of the fixture, in time order, flowIds 1 to 5, each made by
+/// a process (the last one's unknown).
 pub fn flows() -> Vec<FlowBegin> {
     use Direction::{Incoming, Outgoing};
-    vec![
+    let curl = by(4100, "curl", 1000, "/usr/bin/curl", "/user.slice/user-1000.slice/session-3.scope");
+    let who = [
+        curl.clone(),
+        curl,
+        by(812, "sshd", 0, "/usr/sbin/sshd", "/system.slice/ssh.service"),
+        by(4200, "python3", 1000, "/usr/bin/python3.11", "/user.slice/user-1000.slice/session-3.scope"),
+        Attribution::default(),
+    ];
+    let flows = vec![
         flow(
             at(7, 10, 123_456_789),
             Outgoing,
@@ -89,19 +109,25 @@ pub fn flows() -> Vec<FlowBegin> {
         ),
         flow(at(9, 0, 0), Outgoing, "2001:db8::5", 51002, "2001:db8::53", 443, &[], &["ipv6.example.org"]),
         flow(at(9, 30, 1), Outgoing, "10.0.0.5", 51003, "10.1.2.3", 5432, &[], &[]),
-    ]
+    ];
+    flows
+        .into_iter()
+        .zip(who)
+        .enumerate()
+        .map(|(i, (flow, attribution))| FlowBegin { flow_id: i as u64 + 1, attribution, ..flow })
+        .collect()
 }
 
 /// A new data directory holding [`flows`]: the first three in Parquet, the
 /// last two in SQLite.
 pub fn fixture(name: &str) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("flowsql-shell-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new(&format!("shell-{name}"));
+    let dir = temp.path().join("data");
     let flows = flows();
     let mut store = Store::open(&dir).expect("open the store");
     store.insert_flows(&batch_from_flows(&flows)).expect("insert flows");
     store.export(&ExportOptions::up_to(at(9, 0, 0)), &mut |_| {}).expect("export");
     assert_eq!(store.cold_files(TimeRange::ALL).expect("cold files").len(), 2, "two hourly Parquet files");
     assert_eq!(store.hot_flow_count(TimeRange::ALL).expect("hot count"), 2, "two rows still hot");
-    Fixture { dir }
+    Fixture { _temp: temp, dir }
 }

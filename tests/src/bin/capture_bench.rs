@@ -24,7 +24,15 @@
 //!    store's worst case), each with the capture at nice 0 and at the
 //!    unit's nice -5;
 //! 5. that process's CPU and resident memory at 1,000 and 10,000
-//!    connections per second, with DNS answers (a tenth of the rate).
+//!    connections per second, with DNS answers (a tenth of the rate);
+//! 6. what who-connected (attribution) and how-it-ended (end tracking)
+//!    cost, side by side in one run (`--only features`): short connections
+//!    and bulk throughput on loopback with the capture detached, attached
+//!    with begins only, with attribution, with end tracking and with both
+//!    (rounds rotate the order), and each program's kernel time per
+//!    connection from the kernel's BPF statistics. The capture loads
+//!    without a feature's programs through `CaptureConfig::features`, an
+//!    internal option of the loader for this comparison.
 //!
 //! Everything runs inside cgroups and namespaces the benchmark makes and
 //! removes; no traffic leaves the machine.
@@ -33,7 +41,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowsql_capture::{Capture, CaptureConfig, KernelCounters, ProgramStats};
+use flowsql_capture::{
+    Assembled, Capture, CaptureConfig, Features, FlowAssembler, KernelCounters, ProgramStats,
+};
 use flowsql_tests::{
     Dnsmasq, Netns, Place, Server, StoringCapture, TempDir, TestCgroup, require_root, veth_pair,
 };
@@ -48,7 +58,15 @@ struct Attached {
 
 impl Attached {
     fn start(cgroup: &TestCgroup) -> Attached {
-        let config = CaptureConfig { cgroup: Some(cgroup.path().to_owned()), ..CaptureConfig::default() };
+        Attached::start_with(cgroup, Features::default())
+    }
+
+    /// Attached with only `features`; the reader assembles every record
+    /// into rows (names, processes, ends) as the real capture does, without
+    /// storing them.
+    fn start_with(cgroup: &TestCgroup, features: Features) -> Attached {
+        let config =
+            CaptureConfig { cgroup: Some(cgroup.path().to_owned()), features, ..CaptureConfig::default() };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stats_tx, stats_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -58,10 +76,16 @@ impl Attached {
             runtime.block_on(async move {
                 let (capture, mut reader) = Capture::attach(&config).expect("attach");
                 let _ = ready_tx.send(());
+                let mut assembler = FlowAssembler::new("bench");
+                let mut rows = 0u64;
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
                 loop {
                     tokio::select! {
-                        read = reader.read(|_| {}) => { read.expect("ring buffer"); }
+                        read = reader.read(|item| {
+                            if let Ok(Assembled::Flow(_) | Assembled::End(_)) = assembler.assemble(item) {
+                                rows += 1;
+                            }
+                        }) => { read.expect("ring buffer"); }
                         _ = tick.tick() => { let _ = stats_tx.send(capture.program_stats().unwrap_or_default()); }
                         _ = &mut stop_rx => break,
                     }
@@ -78,9 +102,14 @@ impl Attached {
 
     /// The latest program statistics.
     fn program_stats(&self) -> (u64, u64) {
-        std::thread::sleep(Duration::from_millis(150));
-        let latest = self.stats.try_iter().last().unwrap_or_default();
+        let latest = self.each_program_stats();
         latest.iter().fold((0, 0), |(t, n), s| (t + s.run_time_ns, n + s.run_count))
+    }
+
+    /// The latest statistics of each program.
+    fn each_program_stats(&self) -> Vec<ProgramStats> {
+        std::thread::sleep(Duration::from_millis(150));
+        self.stats.try_iter().last().unwrap_or_default()
     }
 
     fn finish(mut self) -> KernelCounters {
@@ -208,8 +237,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let only = args.iter().position(|a| a == "--only").map(|i| match args.get(i + 1).map(String::as_str) {
-        Some(part @ ("traffic" | "program" | "completeness" | "resources")) => part.to_owned(),
-        other => panic!("--only takes traffic, program, completeness or resources, not {other:?}"),
+        Some(part @ ("traffic" | "program" | "completeness" | "resources" | "features")) => part.to_owned(),
+        other => panic!("--only takes traffic, program, completeness, resources or features, not {other:?}"),
     });
     let wants = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let netpeer = sibling("netpeer");
@@ -355,6 +384,10 @@ fn main() {
         println!("| beyond the fast path, per reported begin | {per_event:.0} ns ({events:.0} begins) |");
         drop(sink);
         drop(server);
+    }
+
+    if wants("features") {
+        features(&cgroup, &netpeer, &np, rounds, seconds);
     }
 
     // 4 and 5: the real capture process, storing, with DNS.
@@ -503,6 +536,150 @@ fn main() {
             hwm as f64 / 1024.0
         );
     }
+}
+
+/// The configurations compared by `features`, in a stable order.
+const CONFIGURATIONS: [(&str, Option<Features>); 5] = [
+    ("detached", None),
+    ("begins only", Some(Features::NONE)),
+    ("+ attribution", Some(Features { attribution: true, ends: false })),
+    ("+ end tracking", Some(Features { attribution: false, ends: true })),
+    ("+ both (the default)", Some(Features { attribution: true, ends: true })),
+];
+
+/// Rounds of `measure` under every configuration, the order rotating each
+/// round; the median of each.
+fn rotate(cgroup: &TestCgroup, rounds: usize, mut measure: impl FnMut() -> f64) -> Vec<f64> {
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); CONFIGURATIONS.len()];
+    for round in 0..rounds {
+        for k in 0..CONFIGURATIONS.len() {
+            let i = (k + round) % CONFIGURATIONS.len();
+            let guard = CONFIGURATIONS[i].1.map(|features| Attached::start_with(cgroup, features));
+            // Let the attach's own work (adopting existing sockets) settle.
+            std::thread::sleep(Duration::from_millis(200));
+            values[i].push(measure());
+            drop(guard);
+        }
+    }
+    values.into_iter().map(median).collect()
+}
+
+/// 6. The cost of attribution and of end tracking, side by side.
+fn features(cgroup: &TestCgroup, netpeer: &Path, np: &str, rounds: usize, seconds: f64) {
+    let secs = seconds.to_string();
+    let server = Server::start(np, Place::cgroup(cgroup), "127.0.0.1:0", &[]);
+    let to = format!("127.0.0.1:{}", server.port);
+    let short = rotate(cgroup, rounds, || {
+        netpeer_value(
+            netpeer,
+            Place::cgroup(cgroup),
+            &["connect", "--to", &to, "--seconds", &secs, "--send-bytes", "64", "--quiet"],
+            "connections ",
+        ) / seconds
+    });
+    drop(server);
+    let sink = Server::spawn(np, Place::cgroup(cgroup), &["sink-tcp", "--listen", "127.0.0.1:0"]);
+    let sink_to = format!("127.0.0.1:{}", sink.port);
+    let bulk = rotate(cgroup, rounds, || {
+        netpeer_value(
+            netpeer,
+            Place::cgroup(cgroup),
+            &["blast", "--to", &sink_to, "--seconds", &secs],
+            "sent ",
+        ) * 8.0
+            / seconds
+            / 1e9
+    });
+    drop(sink);
+    println!(
+        "\n| loopback, client and server watched | short connections (connect, 64 B, close) | vs begins only | bulk, 1 stream | vs begins only |"
+    );
+    println!("|---|---|---|---|---|");
+    for (i, (name, _)) in CONFIGURATIONS.iter().enumerate() {
+        println!(
+            "| {name} | {:.0}/s | {:.3} | {:.2} Gbit/s | {:.3} |",
+            short[i],
+            short[i] / short[1],
+            bulk[i],
+            bulk[i] / bulk[1]
+        );
+    }
+    println!(
+        "\n| feature on its own | short connections | bulk |\n|---|---|---|\n| attribution (+ attribution / begins only) | {:.3} | {:.3} |\n| end tracking (+ end tracking / begins only) | {:.3} | {:.3} |\n| attribution on top of end tracking (both / + end tracking) | {:.3} | {:.3} |\n| end tracking on top of attribution (both / + attribution) | {:.3} | {:.3} |",
+        short[2] / short[1],
+        bulk[2] / bulk[1],
+        short[3] / short[1],
+        bulk[3] / bulk[1],
+        short[4] / short[3],
+        bulk[4] / bulk[3],
+        short[4] / short[2],
+        bulk[4] / bulk[2],
+    );
+
+    // Kernel time per connection, by program, from the kernel's statistics.
+    let stats = Capture::enable_run_time_stats().expect("BPF statistics");
+    let server = Server::start(np, Place::cgroup(cgroup), "127.0.0.1:0", &[]);
+    let connections = 20_000u32;
+    println!(
+        "\n| program (kernel BPF statistics, {connections} loopback connections, both ends watched) | runs per connection | ns per run | ns per connection |"
+    );
+    println!("|---|---|---|---|");
+    let mut totals = Vec::new();
+    for (name, features) in CONFIGURATIONS.iter().skip(1) {
+        let attached = Attached::start_with(cgroup, features.expect("attached"));
+        std::thread::sleep(Duration::from_millis(200));
+        let before = attached.each_program_stats();
+        let made = netpeer_value(
+            netpeer,
+            Place::cgroup(cgroup),
+            &[
+                "connect",
+                "--to",
+                &to_of(&server),
+                "--count",
+                &connections.to_string(),
+                "--send-bytes",
+                "64",
+                "--quiet",
+            ],
+            "connections ",
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let after = attached.each_program_stats();
+        drop(attached);
+        let mut total = 0.0;
+        for stat in &after {
+            let old = before.iter().find(|b| b.program == stat.program);
+            let time = stat.run_time_ns - old.map_or(0, |o| o.run_time_ns);
+            let runs = stat.run_count - old.map_or(0, |o| o.run_count);
+            let per_connection = time as f64 / made;
+            total += per_connection;
+            if name.starts_with("+ both") && runs > 0 {
+                println!(
+                    "| {} | {:.2} | {:.0} | {:.0} |",
+                    stat.program,
+                    runs as f64 / made,
+                    time as f64 / runs as f64,
+                    per_connection
+                );
+            }
+        }
+        totals.push((name, total));
+    }
+    drop(stats);
+    drop(server);
+    println!(
+        "\n| configuration | kernel time per connection (all programs, both ends) | beyond begins only |"
+    );
+    println!("|---|---|---|");
+    let base = totals.first().map_or(0.0, |t| t.1);
+    for (name, total) in &totals {
+        println!("| {name} | {total:.0} ns | {:.0} ns |", total - base);
+    }
+}
+
+fn to_of(server: &Server) -> String {
+    format!("127.0.0.1:{}", server.port)
 }
 
 /// Gives every thread of `pid` the nice value `nice` (a process's threads

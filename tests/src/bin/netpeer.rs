@@ -20,6 +20,9 @@ struct Cli {
     /// Network namespace (name under /run/netns) to enter after the cgroup.
     #[arg(long)]
     netns: Option<String>,
+    /// Then run as this user (and group) id, with no supplementary groups.
+    #[arg(long)]
+    uid: Option<u32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +45,16 @@ enum Command {
         /// Do not accept: leave connections in the backlog.
         #[arg(long)]
         no_accept: bool,
+        /// Listen here, then fork this many workers that accept (a
+        /// pre-fork server); this process accepts nothing.
+        #[arg(long, default_value_t = 0)]
+        prefork: u32,
+        /// Accept TCP Fast Open (TCP_FASTOPEN on the listener).
+        #[arg(long)]
+        fastopen: bool,
+        /// Read what the client sends (until it closes) before closing.
+        #[arg(long)]
+        read: bool,
     },
     /// Open connections one after the other; print `local <addr>` for each.
     Connect {
@@ -63,7 +76,7 @@ enum Command {
         hold_ms: u64,
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
-        /// What connect must do: ok, refused or timeout.
+        /// What connect must do: ok, refused, timeout or unreachable.
         #[arg(long, default_value = "ok")]
         expect: String,
         /// Send this many bytes after connecting (a small request).
@@ -78,6 +91,66 @@ enum Command {
         /// Print only the number of connections made, not each address.
         #[arg(long)]
         quiet: bool,
+        /// SYN retransmissions before connect gives up (TCP_SYNCNT).
+        #[arg(long)]
+        syn_count: Option<u32>,
+        /// Send the request in the SYN with TCP Fast Open (TCP_FASTOPEN_CONNECT).
+        #[arg(long)]
+        fastopen: bool,
+        /// Close with FINs (the default closes with a RST: no TIME_WAIT).
+        #[arg(long)]
+        fin: bool,
+    },
+    /// One connection that exchanges exact amounts: connect, print `local
+    /// <addr>` and `pid <pid>` at once, optionally wait for a line on stdin,
+    /// send `send` bytes, then read `receive` bytes (or, with
+    /// `--half-close`, shut down writing and read to the end), and close;
+    /// prints `received <n>`.
+    Exchange {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 0)]
+        send: usize,
+        #[arg(long, default_value_t = 0)]
+        receive: usize,
+        #[arg(long)]
+        half_close: bool,
+        /// Close with SO_LINGER 0 (a RST).
+        #[arg(long)]
+        linger0: bool,
+        /// Wait for a line on stdin after connecting, and again before closing.
+        #[arg(long)]
+        wait_stdin: bool,
+    },
+    /// Accept connections one at a time; for each: read `receive` bytes
+    /// (or, with `--until-eof`, to the end), send `send` bytes, read to the
+    /// end, close. With `--unread`: wait for data and close without reading
+    /// it (a RST). Prints `ready <port>`.
+    ExchangeServe {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 0)]
+        receive: usize,
+        #[arg(long, default_value_t = 0)]
+        send: usize,
+        #[arg(long)]
+        until_eof: bool,
+        #[arg(long)]
+        unread: bool,
+    },
+    /// Create a TCP socket, pass it over SCM_RIGHTS to a forked child, which
+    /// connects it; prints the child's `local <addr>` and `pid <pid>`.
+    ScmConnect {
+        #[arg(long)]
+        to: SocketAddr,
+    },
+    /// Connect from a thread other than the leader, named `thread_name`;
+    /// prints `local <addr>` and `pid <pid>`.
+    ThreadConnect {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value = "connector")]
+        thread_name: String,
     },
     /// Accept connections and read them to the end; prints `ready <port>`,
     /// and the bytes received when stdin closes.
@@ -163,6 +236,20 @@ fn join_cgroup(path: &std::path::Path) -> Result<(), String> {
         .map_err(|e| format!("cannot join cgroup {}: {e}", path.display()))
 }
 
+/// Drops to `uid` (and the group of the same number), with no
+/// supplementary groups.
+fn become_user(uid: u32) -> Result<(), String> {
+    // SAFETY: setgroups/setgid/setuid take plain values and only change
+    // this (single-threaded) process's credentials.
+    let failed = unsafe {
+        libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(uid) != 0 || libc::setuid(uid) != 0
+    };
+    if failed {
+        return Err(format!("cannot become uid {uid}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 fn enter_netns(name: &str) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     let path = format!("/run/netns/{name}");
@@ -203,13 +290,23 @@ const IPV4_RECORD_ROUTE: [u8; 8] = [7, 7, 4, 0, 0, 0, 0, 0];
 const IPV6_HOPOPTS: i32 = 54;
 const IPV6_DSTOPTS: i32 = 59;
 
-fn serve(
+/// TCP_FASTOPEN (listener queue length) and TCP_FASTOPEN_CONNECT.
+const TCP_FASTOPEN: i32 = 23;
+const TCP_FASTOPEN_CONNECT: i32 = 30;
+
+struct ServeArgs {
     listen: SocketAddr,
     dual_stack: bool,
     hopopts: bool,
     dstopts: bool,
     no_accept: bool,
-) -> Result<(), String> {
+    prefork: u32,
+    fastopen: bool,
+    read: bool,
+}
+
+fn serve(args: &ServeArgs) -> Result<(), String> {
+    let ServeArgs { listen, dual_stack, hopopts, dstopts, no_accept, prefork, fastopen, read } = *args;
     let socket = Socket::new(Domain::for_address(listen), Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| format!("socket: {e}"))?;
     socket.set_reuse_address(true).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
@@ -222,23 +319,57 @@ fn serve(
     if dstopts {
         set_raw_option(&socket, libc::IPPROTO_IPV6, IPV6_DSTOPTS, &IPV6_PADN_OPTIONS)?;
     }
+    if fastopen {
+        set_raw_option(&socket, libc::IPPROTO_TCP, TCP_FASTOPEN, &64i32.to_ne_bytes())?;
+    }
     socket.bind(&listen.into()).map_err(|e| format!("bind {listen}: {e}"))?;
     socket.listen(4096).map_err(|e| format!("listen: {e}"))?;
     let port =
         socket.local_addr().ok().and_then(|a| a.as_socket()).map(|a| a.port()).ok_or("no local address")?;
+    // Workers first (before any thread exists), each its own process.
+    for _ in 0..prefork {
+        // SAFETY: this process has one thread here; the child only runs
+        // the accept loop below and exits with the parent.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: prctl with PR_SET_PDEATHSIG has no memory-safety preconditions.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            accept_loop(&socket, read);
+        }
+    }
     println!("ready {port}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     // Stop when the test closes our stdin (or kills us).
     exit_when_stdin_closes();
-    if no_accept {
+    if no_accept || prefork > 0 {
         loop {
             std::thread::park();
         }
     }
+    accept_loop(&socket, read)
+}
+
+/// Accepts and closes connections (after reading each to its end with
+/// `read`) until the process ends.
+fn accept_loop(socket: &Socket, read: bool) -> ! {
     loop {
         match socket.accept() {
-            Ok((conn, _)) => drop(conn),
-            Err(e) => return Err(format!("accept: {e}")),
+            Ok((conn, _)) => {
+                if read {
+                    use std::io::Read as _;
+                    let mut stream = std::net::TcpStream::from(conn);
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut sink = Vec::new();
+                    let _ = stream.read_to_end(&mut sink);
+                }
+            }
+            Err(e) => {
+                eprintln!("netpeer: accept: {e}");
+                std::process::exit(1);
+            }
         }
     }
 }
@@ -256,6 +387,9 @@ struct ConnectArgs {
     rate: u32,
     seconds: Option<f64>,
     quiet: bool,
+    syn_count: Option<u32>,
+    fastopen: bool,
+    fin: bool,
 }
 
 fn connect(args: &ConnectArgs) -> Result<(), String> {
@@ -286,8 +420,16 @@ fn connect(args: &ConnectArgs) -> Result<(), String> {
         }
         let socket =
             Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(|e| format!("socket: {e}"))?;
-        // Close with RST: no TIME_WAIT, so ports and 4-tuples are free at once.
-        socket.set_linger(Some(Duration::ZERO)).map_err(|e| format!("SO_LINGER: {e}"))?;
+        if !args.fin {
+            // Close with RST: no TIME_WAIT, so ports and 4-tuples are free at once.
+            socket.set_linger(Some(Duration::ZERO)).map_err(|e| format!("SO_LINGER: {e}"))?;
+        }
+        if let Some(count) = args.syn_count {
+            set_raw_option(&socket, libc::IPPROTO_TCP, libc::TCP_SYNCNT, &(count as i32).to_ne_bytes())?;
+        }
+        if args.fastopen {
+            set_raw_option(&socket, libc::IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &1i32.to_ne_bytes())?;
+        }
         if args.ipv6_socket {
             socket.set_only_v6(false).map_err(|e| format!("IPV6_V6ONLY: {e}"))?;
         }
@@ -316,6 +458,7 @@ fn connect(args: &ConnectArgs) -> Result<(), String> {
             }
             (Err(e), "refused") if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
             (Err(e), "timeout") if e.kind() == std::io::ErrorKind::TimedOut => {}
+            (Err(e), "unreachable") if e.raw_os_error() == Some(libc::EHOSTUNREACH) => {}
             (result, expected) => {
                 return Err(format!("connect to {}: expected {expected}, got {result:?}", args.to));
             }
@@ -325,6 +468,208 @@ fn connect(args: &ConnectArgs) -> Result<(), String> {
         writeln!(out, "connections {made}").map_err(|e| e.to_string())?;
     }
     out.flush().map_err(|e| e.to_string())
+}
+
+fn print_flush(lines: &[String]) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())
+}
+
+fn wait_line() {
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+struct ExchangeArgs {
+    to: SocketAddr,
+    send: usize,
+    receive: usize,
+    half_close: bool,
+    linger0: bool,
+    wait_stdin: bool,
+}
+
+fn exchange(args: &ExchangeArgs) -> Result<(), String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream =
+        std::net::TcpStream::connect(args.to).map_err(|e| format!("connect {}: {e}", args.to))?;
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    print_flush(&[format!("local {local}"), format!("pid {}", std::process::id())])?;
+    if args.wait_stdin {
+        wait_line();
+    }
+    stream.write_all(&vec![b's'; args.send]).map_err(|e| format!("send: {e}"))?;
+    let mut received = Vec::new();
+    if args.half_close {
+        stream.shutdown(std::net::Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+        stream.read_to_end(&mut received).map_err(|e| format!("receive: {e}"))?;
+    } else {
+        received.resize(args.receive, 0);
+        stream.read_exact(&mut received).map_err(|e| format!("receive: {e}"))?;
+    }
+    if args.wait_stdin {
+        wait_line();
+    }
+    if args.linger0 {
+        Socket::from(stream.try_clone().map_err(|e| e.to_string())?)
+            .set_linger(Some(Duration::ZERO))
+            .map_err(|e| format!("SO_LINGER: {e}"))?;
+    }
+    drop(stream);
+    print_flush(&[format!("received {}", received.len())])
+}
+
+struct ExchangeServeArgs {
+    listen: SocketAddr,
+    receive: usize,
+    send: usize,
+    until_eof: bool,
+    unread: bool,
+}
+
+fn exchange_serve(args: &ExchangeServeArgs) -> Result<(), String> {
+    use std::io::{Read as _, Write as _};
+    let listener =
+        std::net::TcpListener::bind(args.listen).map_err(|e| format!("bind {}: {e}", args.listen))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    print_flush(&[format!("ready {port}")])?;
+    exit_when_stdin_closes();
+    for stream in listener.incoming() {
+        let mut stream = stream.map_err(|e| format!("accept: {e}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        if args.unread {
+            // Wait until data is there, then close without reading it.
+            let mut byte = [0u8; 1];
+            let _ = stream.peek(&mut byte);
+            drop(stream);
+            continue;
+        }
+        let mut rest = Vec::new();
+        if args.until_eof {
+            let _ = stream.read_to_end(&mut rest);
+        } else {
+            let mut request = vec![0u8; args.receive];
+            if stream.read_exact(&mut request).is_err() {
+                continue;
+            }
+        }
+        if stream.write_all(&vec![b'r'; args.send]).is_err() {
+            continue;
+        }
+        let _ = stream.read_to_end(&mut rest);
+    }
+    Ok(())
+}
+
+fn scm_connect(to: SocketAddr) -> Result<(), String> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::net::UnixDatagram;
+    let (parent, child) = UnixDatagram::pair().map_err(|e| format!("socketpair: {e}"))?;
+    // SAFETY: single-threaded here; the child connects, prints and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(parent);
+        let fd = receive_fd(&child).unwrap_or_else(|e| {
+            eprintln!("netpeer: {e}");
+            std::process::exit(1)
+        });
+        // SAFETY: the descriptor just arrived over SCM_RIGHTS and nothing else owns it.
+        let socket = unsafe { Socket::from_raw_fd(fd) };
+        let result = socket.connect(&to.into()).map_err(|e| format!("connect {to}: {e}")).and_then(|()| {
+            let local = socket.local_addr().ok().and_then(|a| a.as_socket()).ok_or("no local address")?;
+            print_flush(&[format!("local {local}"), format!("pid {}", std::process::id())])
+        });
+        std::process::exit(i32::from(result.is_err()));
+    }
+    drop(child);
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| format!("socket: {e}"))?;
+    send_fd(&parent, socket.as_raw_fd())?;
+    drop(socket);
+    let mut status = 0;
+    // SAFETY: waits for our own child; status is a valid out-parameter.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err("the child that connected failed".to_owned())
+    }
+}
+
+/// Sends one descriptor over a Unix socket (SCM_RIGHTS).
+fn send_fd(socket: &std::os::unix::net::UnixDatagram, fd: i32) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg's control buffer has room for one header and one int
+    // (CMSG_SPACE), so CMSG_FIRSTHDR is non-null and CMSG_DATA is inside it.
+    unsafe {
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<i32>(), fd);
+    }
+    // SAFETY: msg points to live buffers for the duration of the call.
+    if unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) } < 0 {
+        return Err(format!("sendmsg: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Receives one descriptor sent by [`send_fd`].
+fn receive_fd(socket: &std::os::unix::net::UnixDatagram) -> Result<i32, String> {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg points to live buffers for the duration of the call.
+    if unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) } < 0 {
+        return Err(format!("recvmsg: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: recvmsg filled msg; CMSG_FIRSTHDR checks the length it set.
+    let header = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if header.is_null() {
+        return Err("no descriptor arrived".to_owned());
+    }
+    // SAFETY: a non-null header lies inside `control`, and an SCM_RIGHTS
+    // message of one descriptor carries one int after it.
+    Ok(unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<i32>()) })
+}
+
+fn thread_connect(to: SocketAddr, thread_name: &str) -> Result<(), String> {
+    let worker = std::thread::Builder::new()
+        .name(thread_name.to_owned())
+        .spawn(move || -> Result<SocketAddr, String> {
+            let stream = std::net::TcpStream::connect(to).map_err(|e| format!("connect {to}: {e}"))?;
+            stream.local_addr().map_err(|e| e.to_string())
+        })
+        .map_err(|e| format!("thread: {e}"))?;
+    let local = worker.join().map_err(|_| "the connecting thread panicked")??;
+    print_flush(&[format!("local {local}"), format!("pid {}", std::process::id())])
 }
 
 fn sink_tcp(listen: SocketAddr) -> Result<(), String> {
@@ -659,10 +1004,21 @@ fn main() -> ExitCode {
         if let Some(netns) = &cli.netns {
             enter_netns(netns)?;
         }
+        if let Some(uid) = cli.uid {
+            become_user(uid)?;
+        }
         match cli.command {
-            Command::Serve { listen, dual_stack, hopopts, dstopts, no_accept } => {
-                serve(listen, dual_stack, hopopts, dstopts, no_accept)
+            Command::Serve { listen, dual_stack, hopopts, dstopts, no_accept, prefork, fastopen, read } => {
+                serve(&ServeArgs { listen, dual_stack, hopopts, dstopts, no_accept, prefork, fastopen, read })
             }
+            Command::Exchange { to, send, receive, half_close, linger0, wait_stdin } => {
+                exchange(&ExchangeArgs { to, send, receive, half_close, linger0, wait_stdin })
+            }
+            Command::ExchangeServe { listen, receive, send, until_eof, unread } => {
+                exchange_serve(&ExchangeServeArgs { listen, receive, send, until_eof, unread })
+            }
+            Command::ScmConnect { to } => scm_connect(to),
+            Command::ThreadConnect { to, thread_name } => thread_connect(to, &thread_name),
             Command::Connect {
                 to,
                 count,
@@ -676,6 +1032,9 @@ fn main() -> ExitCode {
                 rate,
                 seconds,
                 quiet,
+                syn_count,
+                fastopen,
+                fin,
             } => connect(&ConnectArgs {
                 to,
                 count,
@@ -689,6 +1048,9 @@ fn main() -> ExitCode {
                 rate,
                 seconds,
                 quiet,
+                syn_count,
+                fastopen,
+                fin,
             }),
             Command::SinkTcp { listen } => sink_tcp(listen),
             Command::Blast { to, streams, seconds } => blast(to, streams, seconds),

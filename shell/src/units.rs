@@ -1,33 +1,7 @@
-//! Where the data directory is, and the time arguments of store commands.
-
-use std::path::PathBuf;
+//! Times, byte counts and counts as people write and read them: the time
+//! arguments of `flowsql export`, the numbers of `status` and `export`.
 
 use anyhow::Context as _;
-
-use crate::cli::DataDirArgs;
-
-/// `--data-dir`, else `FLOWSQL_DATA_DIR`, else `/var/lib/flowsql` as root,
-/// else the XDG data directory. (Commands take theirs from the
-/// configuration; this is for the test harness commands.)
-pub fn resolve(args: &DataDirArgs) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = &args.data_dir {
-        return Ok(dir.clone());
-    }
-    if let Some(dir) = std::env::var_os("FLOWSQL_DATA_DIR").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return Ok(PathBuf::from("/var/lib/flowsql"));
-    }
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(xdg).join("flowsql"));
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .context("no data directory: pass --data-dir, or set FLOWSQL_DATA_DIR, XDG_DATA_HOME or HOME")?;
-    Ok(PathBuf::from(home).join(".local/share/flowsql"))
-}
 
 /// A point in time from the command line, as UTC ns: RFC 3339
 /// (`2026-11-28T07:00:00Z`), a date (`2026-11-28`, its midnight UTC), or a

@@ -45,19 +45,18 @@ fn send(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use flowsql_store::test_util::TempDir;
+
     use super::*;
 
     #[test]
     fn a_state_reaches_the_socket() {
-        let dir = std::env::temp_dir().join(format!("flowsql-notify-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("notify");
+        let dir = TempDir::new("notify");
+        let path = dir.path().join("notify");
         let listener = UnixDatagram::bind(&path).expect("bind");
         send(path.as_os_str(), "READY=1").expect("send");
         let mut buf = [0u8; 64];
         let n = listener.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..n], b"READY=1");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -21,8 +21,6 @@
 
 use std::io;
 
-use anyhow::Context as _;
-
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
@@ -113,6 +111,25 @@ pub fn name(cap: u32) -> &'static str {
     }
 }
 
+/// Why capabilities were not (all) dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("cannot read this process's capabilities")]
+    Read(#[source] io::Error),
+    #[error("reading the capture's maps fails even with CAP_BPF kept: capabilities not dropped")]
+    NothingWorks,
+    #[error("cannot set no_new_privs")]
+    NoNewPrivs(#[source] io::Error),
+    #[error("cannot reduce the capability bounding set")]
+    BoundingSet(#[source] io::Error),
+    #[error("cannot clear the ambient capabilities")]
+    Ambient(#[source] io::Error),
+    #[error("cannot drop capabilities")]
+    Drop(#[source] io::Error),
+    #[error("after dropping capabilities, the capture's maps cannot be read")]
+    Lost,
+}
+
 /// What [`drop_after_attach`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dropped {
@@ -140,8 +157,8 @@ fn works_with(caps: &[u32], works: &(dyn Fn() -> bool + Sync)) -> bool {
 /// Keeps the fewest capabilities with which `works` (a read of the
 /// capture's maps) still succeeds, and drops every other one from this
 /// thread for good (see the module documentation).
-pub fn drop_after_attach(works: &(dyn Fn() -> bool + Sync)) -> anyhow::Result<Dropped> {
-    let (_, permitted) = capget().context("cannot read this process's capabilities")?;
+pub fn drop_after_attach(works: &(dyn Fn() -> bool + Sync)) -> Result<Dropped, PrivilegeError> {
+    let (_, permitted) = capget().map_err(PrivilegeError::Read)?;
     let has = |cap: u32| permitted & (1 << cap) != 0;
     // Without bpf_link (before 5.7), detaching is BPF_PROG_DETACH.
     let base: Vec<u32> = if kernel_at_least(5, 7) { Vec::new() } else { vec![CAP_NET_ADMIN] };
@@ -160,8 +177,8 @@ pub fn drop_after_attach(works: &(dyn Fn() -> bool + Sync)) -> anyhow::Result<Dr
             caps
         })
         .find(|caps| works_with(caps, works))
-        .context("reading the capture's maps fails even with CAP_BPF kept: capabilities not dropped")?;
-    prctl(libc::PR_SET_NO_NEW_PRIVS, 1).context("cannot set no_new_privs")?;
+        .ok_or(PrivilegeError::NothingWorks)?;
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(PrivilegeError::NoNewPrivs)?;
     let mut bounding_set = true;
     for cap in 0..=last_capability() {
         if keep.contains(&cap) {
@@ -177,13 +194,15 @@ pub fn drop_after_attach(works: &(dyn Fn() -> bool + Sync)) -> anyhow::Result<Dr
             }
             // A number this kernel does not know.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            Err(e) => return Err(e).context("cannot reduce the capability bounding set"),
+            Err(e) => return Err(PrivilegeError::BoundingSet(e)),
         }
     }
     prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong)
-        .context("cannot clear the ambient capabilities")?;
-    capset(&keep).context("cannot drop capabilities")?;
-    anyhow::ensure!(works(), "after dropping capabilities, the capture's maps cannot be read");
+        .map_err(PrivilegeError::Ambient)?;
+    capset(&keep).map_err(PrivilegeError::Drop)?;
+    if !works() {
+        return Err(PrivilegeError::Lost);
+    }
     Ok(Dropped { kept: keep, bounding_set })
 }
 

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -20,6 +19,15 @@ const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 8;
 
+/// The metrics address cannot be listened on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for metrics on {addr}")]
+pub struct BindError {
+    addr: String,
+    #[source]
+    source: std::io::Error,
+}
+
 /// A bound listener, not serving yet.
 #[derive(Debug)]
 pub struct Server {
@@ -28,10 +36,11 @@ pub struct Server {
 
 impl Server {
     /// Listens on `addr` (`HOST:PORT`; port 0 picks a free port).
-    pub async fn bind(addr: &str) -> anyhow::Result<Server> {
-        let listener =
-            TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        Ok(Server { listener })
+    pub async fn bind(addr: &str) -> Result<Server, BindError> {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => Ok(Server { listener }),
+            Err(source) => Err(BindError { addr: addr.to_owned(), source }),
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

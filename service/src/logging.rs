@@ -18,7 +18,6 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -27,6 +26,31 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 /// Mode of a log file flowsql creates: owner read-write, group read (the
 /// messages name hosts and addresses).
 const LOG_FILE_MODE: u32 = 0o640;
+
+/// Why logging could not be set up or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("invalid log level {level:?}")]
+    Level {
+        level: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("cannot change the log level")]
+    Reload(#[source] tracing_subscriber::reload::Error),
+    #[error("cannot open the log file {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot install the logger")]
+    Install(#[source] tracing_subscriber::util::TryInitError),
+}
+
+fn filter(level: &str) -> Result<EnvFilter, LoggingError> {
+    EnvFilter::try_new(level).map_err(|source| LoggingError::Level { level: level.to_owned(), source })
+}
 
 /// Where messages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,13 +72,12 @@ pub struct Logging {
 
 impl Logging {
     /// Replaces the level filter; returns whether it changed.
-    pub fn set_level(&self, level: &str) -> anyhow::Result<bool> {
+    pub fn set_level(&self, level: &str) -> Result<bool, LoggingError> {
         let mut current = self.level.lock().unwrap_or_else(PoisonError::into_inner);
         if *current == level {
             return Ok(false);
         }
-        let filter = EnvFilter::try_new(level).with_context(|| format!("invalid log level {level:?}"))?;
-        self.filter.reload(filter).context("cannot change the log level")?;
+        self.filter.reload(filter(level)?).map_err(LoggingError::Reload)?;
         *current = level.to_owned();
         Ok(true)
     }
@@ -75,9 +98,8 @@ impl Logging {
 }
 
 /// Installs the global logger.
-pub fn init(level: &str, destination: Destination) -> anyhow::Result<Logging> {
-    let filter = EnvFilter::try_new(level).with_context(|| format!("invalid log level {level:?}"))?;
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+pub fn init(level: &str, destination: Destination) -> Result<Logging, LoggingError> {
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter(level)?);
     let (file, journal) = match destination {
         Destination::Stderr => (None, stderr_is_journal()),
         Destination::File(path) => (Some(Arc::new(LogFile::open(path)?)), false),
@@ -104,7 +126,7 @@ pub fn init(level: &str, destination: Destination) -> anyhow::Result<Logging> {
             )
             .try_init(),
     }
-    .context("cannot install the logger")?;
+    .map_err(LoggingError::Install)?;
     Ok(Logging { filter: handle, file, level: Arc::new(Mutex::new(level.to_owned())) })
 }
 
@@ -165,9 +187,11 @@ pub struct LogFile {
 
 impl LogFile {
     /// Opens `path` (appending, created 0640) now.
-    pub fn open(path: PathBuf) -> anyhow::Result<Self> {
-        let file =
-            open_append(&path).with_context(|| format!("cannot open the log file {}", path.display()))?;
+    pub fn open(path: PathBuf) -> Result<Self, LoggingError> {
+        let file = match open_append(&path) {
+            Ok(file) => file,
+            Err(source) => return Err(LoggingError::Open { path, source }),
+        };
         Ok(LogFile { path, lazy: false, file: Mutex::new(Some(file)), tried: true.into() })
     }
 
@@ -242,24 +266,19 @@ impl<'a> MakeWriter<'a> for SharedFile {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use flowsql_store::test_util::TempDir;
 
-    fn temp(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("flowsql-log-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
+    use super::*;
 
     #[test]
     fn a_lazy_file_appears_with_the_first_message() {
-        let dir = temp("lazy");
-        let path = dir.join("state/shell.log");
+        let dir = TempDir::new("log-lazy");
+        let path = dir.path().join("state/shell.log");
         let log = LogFile::lazy(path.clone());
         assert!(!path.exists());
         log.writer().write_all(b"one\n").expect("write");
         log.writer().write_all(b"two\n").expect("write");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "one\ntwo\n");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -270,8 +289,8 @@ mod tests {
 
     #[test]
     fn reopening_follows_a_rotation() {
-        let dir = temp("rotate");
-        std::fs::create_dir_all(&dir).expect("dir");
+        let temp = TempDir::new("log-rotate");
+        let dir = temp.path();
         let path = dir.join("capture.log");
         let log = LogFile::open(path.clone()).expect("open");
         log.writer().write_all(b"before\n").expect("write");
@@ -287,7 +306,6 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
         assert_eq!(mode & 0o007, 0, "no access for others: {mode:o}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -295,7 +313,7 @@ mod tests {
         let error =
             LogFile::open(PathBuf::from("/proc/flowsql-cannot-exist/capture.log")).expect_err("refused");
         assert!(
-            format!("{error:#}").contains("cannot open the log file /proc/flowsql-cannot-exist/capture.log")
+            error.to_string().contains("cannot open the log file /proc/flowsql-cannot-exist/capture.log")
         );
     }
 }

@@ -7,14 +7,15 @@
 //! in [`CAPTURE_SERIES`] and [`WRITER_SERIES`] (`rowsStored`,
 //! `rowsNotStored` and `storeFailures` are columns of their own); the rows
 //! and bytes per tier and the last export are the store's own state, read
-//! from it at each scrape.
+//! from it at each scrape ([`probe`]).
 
 pub mod http;
+pub mod probe;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use flowsql_capture::{DnsStats, KernelCounters, RingBufFill};
+use flowsql_capture::{AttributionStats, DnsStats, KernelCounters, RingBufFill};
 use flowsql_store::WriterCounters;
 use flowsql_store::latency::BUCKET_BOUNDS_NS;
 
@@ -23,6 +24,8 @@ use flowsql_store::latency::BUCKET_BOUNDS_NS;
 pub struct CaptureSnapshot {
     pub kernel: KernelCounters,
     pub dns: DnsStats,
+    /// Who-connected: rows not attributed, caches' size.
+    pub attribution: AttributionStats,
     pub ring: RingBufFill,
     /// Kernel records that could not be decoded.
     pub undecodable: u64,
@@ -35,7 +38,7 @@ pub struct CaptureSnapshot {
 }
 
 /// What the store holds, read at a scrape.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreSnapshot {
     pub hot_rows: u64,
     pub hot_bytes: u64,
@@ -46,6 +49,21 @@ pub struct StoreSnapshot {
     pub last_export_success: Option<f64>,
     /// Whether the last export run failed.
     pub last_export_failed: bool,
+}
+
+impl StoreSnapshot {
+    /// The numbers of a store's status.
+    pub fn from_status(status: &flowsql_store::StoreStatus) -> StoreSnapshot {
+        StoreSnapshot {
+            hot_rows: status.hot_rows,
+            hot_bytes: status.database_bytes,
+            cold_rows: status.cold_rows,
+            cold_bytes: status.cold_bytes,
+            cold_files: status.cold_files,
+            last_export_success: status.last_export_success_ns.map(|ns| ns as f64 / 1e9),
+            last_export_failed: status.last_export.as_ref().is_some_and(|e| e.error.is_some()),
+        }
+    }
 }
 
 /// A metric family: name, type and help.
@@ -66,13 +84,36 @@ const FAMILIES: &[Family] = &[
     family(
         "flowsql_events_total",
         "counter",
-        "Records the kernel programs delivered through the ring buffer, by kind.",
+        "Records the kernel programs delivered through the ring buffer, by kind (flow: begins, end: connection ends, info: execs and cgroups).",
     ),
     family(
         "flowsql_lost_total",
         "counter",
-        "What was lost, by cause: ring_buffer_full (the kernel found no room; kind flow or dns), not_stored (the store could not keep it; kind flow or domain).",
+        "What was lost, by cause: ring_buffer_full (the kernel found no room; kind flow, end, dns or info), not_stored (the store could not keep it; kind flow (begins and ends) or domain).",
     ),
+    family(
+        "flowsql_begins_recovered_total",
+        "counter",
+        "Connection begins reported when the handshake completed because no SYN-ACK was seen (SYN cookies).",
+    ),
+    family(
+        "flowsql_socket_storage_failures_total",
+        "counter",
+        "Sockets the kernel could not give flowsql's storage to (memory): not followed.",
+    ),
+    family(
+        "flowsql_unattributed_rows_total",
+        "counter",
+        "Rows whose process could not be named (sockets older than the capture whose holder is unknown).",
+    ),
+    family("flowsql_cgroup_unknown_rows_total", "counter", "Rows whose socket's cgroup had no known path."),
+    family(
+        "flowsql_executable_unknown_rows_total",
+        "counter",
+        "Rows whose process's executable could not be named.",
+    ),
+    family("flowsql_attribution_cache_entries", "gauge", "Cgroups, executables, names and owners held."),
+    family("flowsql_attribution_cache_bytes", "gauge", "Approximate memory held by the attribution caches."),
     family(
         "flowsql_synack_duplicates_total",
         "counter",
@@ -132,8 +173,12 @@ const FAMILIES: &[Family] = &[
         "The most bytes found pending when the reader began a drain.",
     ),
     family("flowsql_ring_buffer_size_bytes", "gauge", "Size of the ring buffer."),
-    family("flowsql_store_rows_received_total", "counter", "Flows handed to the store writer."),
-    family("flowsql_store_rows_stored_total", "counter", "Flows committed to SQLite."),
+    family(
+        "flowsql_store_rows_received_total",
+        "counter",
+        "Rows (flows and flow_ends) handed to the store writer.",
+    ),
+    family("flowsql_store_rows_stored_total", "counter", "Rows (flows and flow_ends) committed to SQLite."),
     family(
         "flowsql_store_failures_total",
         "counter",
@@ -150,7 +195,7 @@ const FAMILIES: &[Family] = &[
         "histogram",
         "Time from the start of a write transaction to its commit.",
     ),
-    family("flowsql_store_backlog", "gauge", "Flows and writes waiting for the store writer."),
+    family("flowsql_store_backlog", "gauge", "Rows and writes waiting for the store writer."),
     family("flowsql_store_rows", "gauge", "Flows in the store, by tier (hot: SQLite, cold: Parquet)."),
     family(
         "flowsql_store_bytes",
@@ -196,6 +241,25 @@ pub const CAPTURE_SERIES: &[Series<CaptureSnapshot>] = &[
     series("dnsRingbufFull", "flowsql_lost_total", r#"cause="ring_buffer_full",kind="dns""#, |s| {
         s.kernel.dns_ringbuf_full
     }),
+    series("endEvents", "flowsql_events_total", r#"kind="end""#, |s| s.kernel.end_events),
+    series("endRingbufFull", "flowsql_lost_total", r#"cause="ring_buffer_full",kind="end""#, |s| {
+        s.kernel.end_ringbuf_full
+    }),
+    series("infoEvents", "flowsql_events_total", r#"kind="info""#, |s| s.kernel.info_events),
+    series("infoRingbufFull", "flowsql_lost_total", r#"cause="ring_buffer_full",kind="info""#, |s| {
+        s.kernel.info_ringbuf_full
+    }),
+    series("beginsRecovered", "flowsql_begins_recovered_total", "", |s| s.kernel.begins_recovered),
+    series("storageFailed", "flowsql_socket_storage_failures_total", "", |s| s.kernel.storage_failed),
+    series("unattributedRows", "flowsql_unattributed_rows_total", "", |s| s.attribution.unattributed),
+    series("cgroupUnknownRows", "flowsql_cgroup_unknown_rows_total", "", |s| s.attribution.cgroup_unknown),
+    series("executableUnknownRows", "flowsql_executable_unknown_rows_total", "", |s| {
+        s.attribution.executable_unknown
+    }),
+    series("attributionCacheEntries", "flowsql_attribution_cache_entries", "", |s| {
+        s.attribution.entries as u64
+    }),
+    series("attributionCacheBytes", "flowsql_attribution_cache_bytes", "", |s| s.attribution.bytes as u64),
     series("domainsNotStored", "flowsql_lost_total", r#"cause="not_stored",kind="domain""#, |s| {
         s.domains_not_stored
     }),
