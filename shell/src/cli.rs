@@ -157,7 +157,6 @@ pub struct ShellArgs {
 }
 
 #[cfg(feature = "sql")]
-#[cfg(feature = "sql")]
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -175,6 +174,7 @@ pub struct ServeArgs {
     pub serve: SettingFlags<ServeFlags>,
 }
 
+#[cfg(feature = "sql")]
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("input").required(true).args(["sql", "file"]))]
 pub struct QueryArgs {
