@@ -58,7 +58,9 @@ impl PhysicalExprAdapter for FileColumnsAdapter {
                     return Ok(Transformed::no(e));
                 }
                 match self.logical.field_with_name(column.name()) {
-                    Ok(field) if !field.is_nullable() => Ok(Transformed::yes(lit(default_value(field.data_type())?))),
+                    Ok(field) if !field.is_nullable() => {
+                        Ok(Transformed::yes(lit(default_value(field.data_type())?)))
+                    }
                     _ => Ok(Transformed::no(e)),
                 }
             })
@@ -68,7 +70,9 @@ impl PhysicalExprAdapter for FileColumnsAdapter {
         adapted
             .transform(|e| {
                 let Some(cast) = e.downcast_ref::<CastExpr>() else { return Ok(Transformed::no(e)) };
-                let Some(column) = cast.expr().downcast_ref::<Column>() else { return Ok(Transformed::no(e)) };
+                let Some(column) = cast.expr().downcast_ref::<Column>() else {
+                    return Ok(Transformed::no(e));
+                };
                 let from = self.physical.field(column.index()).data_type();
                 if from == &DataType::Int64 && cast.cast_type() == &DataType::UInt64 {
                     let child: Arc<dyn PhysicalExpr> = Arc::new(column.clone());
@@ -146,7 +150,10 @@ impl PhysicalExpr for SameBits {
         vec![&self.child]
     }
 
-    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
         match children.pop() {
             Some(child) if children.is_empty() => Ok(Arc::new(SameBits { child })),
             _ => Err(datafusion::error::DataFusionError::Internal("SameBits takes one child".into())),

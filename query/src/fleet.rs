@@ -104,7 +104,8 @@ impl FleetTableProvider {
         let hosts: Vec<String> = match self.hosts(filters) {
             Some(names) => names.iter().map(|h| format!("host={}", path_safe_host(h))).collect(),
             None => {
-                let listed = self.source.store.list_with_delimiter(Some(&ObjectPath::from(base.as_str()))).await?;
+                let listed =
+                    self.source.store.list_with_delimiter(Some(&ObjectPath::from(base.as_str()))).await?;
                 listed
                     .common_prefixes
                     .iter()
@@ -117,7 +118,8 @@ impl FleetTableProvider {
         let hours = if end > start && end != i64::MAX && start != i64::MIN {
             let first = cold::hour_start(start);
             let count = (end - first + cold::HOUR_NS - 1) / cold::HOUR_NS;
-            (count <= MAX_LISTED_HOURS).then(|| (0..count).map(|i| first + i * cold::HOUR_NS).collect::<Vec<_>>())
+            (count <= MAX_LISTED_HOURS)
+                .then(|| (0..count).map(|i| first + i * cold::HOUR_NS).collect::<Vec<_>>())
         } else {
             None
         };
@@ -127,7 +129,8 @@ impl FleetTableProvider {
             match &hours {
                 Some(hours) => {
                     for hour in hours {
-                        let prefix = ObjectPath::from(format!("{host_prefix}/{}", cold::partition_name(*hour)));
+                        let prefix =
+                            ObjectPath::from(format!("{host_prefix}/{}", cold::partition_name(*hour)));
                         let listed: Vec<_> = self.source.store.list(Some(&prefix)).try_collect().await?;
                         objects.extend(listed.into_iter().filter(is_parquet));
                     }
@@ -136,7 +139,8 @@ impl FleetTableProvider {
                     let prefix = ObjectPath::from(host_prefix.as_str());
                     let listed: Vec<_> = self.source.store.list(Some(&prefix)).try_collect().await?;
                     objects.extend(listed.into_iter().filter(is_parquet).filter(|o| {
-                        partition_of(&o.location).is_none_or(|hour| hour < end && hour + cold::HOUR_NS > start)
+                        partition_of(&o.location)
+                            .is_none_or(|hour| hour < end && hour + cold::HOUR_NS > start)
                     }));
                 }
             }
@@ -162,9 +166,10 @@ fn partition_of(location: &ObjectPath) -> Option<i64> {
 fn host_names(filter: &Expr, column: &str) -> Option<BTreeSet<String>> {
     let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case(column));
     let text = |e: &Expr| match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)), _) => {
-            Some(s.clone())
-        }
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.clone()),
         Expr::Cast(cast) => match cast.expr.as_ref() {
             Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => Some(s.clone()),
             _ => None,

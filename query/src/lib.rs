@@ -288,7 +288,10 @@ impl Session {
                 schema: view_types::with_view_types(table.schema()),
                 description: describe_table(table.name()),
             });
-            ctx.register_table(table.name(), Arc::new(fleet::FleetTableProvider::new(table.clone(), source.clone())))?;
+            ctx.register_table(
+                table.name(),
+                Arc::new(fleet::FleetTableProvider::new(table.clone(), source.clone())),
+            )?;
         }
         let columns =
             ColumnNames::new(tables.iter().flat_map(|t| t.schema.fields().iter().map(|f| f.name().as_str())));
@@ -344,9 +347,19 @@ impl Session {
 
     /// Runs one statement and streams its result.
     pub async fn execute(&self, statement: Statement) -> Result<SendableRecordBatchStream, QueryError> {
+        self.execute_with(statement, &SQLOptions::new()).await
+    }
+
+    /// Runs one statement if its plan is of a kind `options` allows (e.g.
+    /// no DDL, DML or `SET` for a read-only caller) and streams its result.
+    pub async fn execute_with(
+        &self,
+        statement: Statement,
+        options: &SQLOptions,
+    ) -> Result<SendableRecordBatchStream, QueryError> {
         let state = self.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
-        SQLOptions::new().verify_plan(&plan)?;
+        options.verify_plan(&plan)?;
         let frame = self.ctx.execute_logical_plan(plan).await?;
         Ok(frame.execute_stream().await?)
     }

@@ -36,9 +36,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use self::sink::FlowSink;
-use crate::remote::{Remote, Uploader};
 use crate::error::error_chain;
 use crate::metrics::probe::{self, ScrapeRequest};
+use crate::remote::{Remote, Uploader};
 use crate::settings::Config;
 use crate::shutdown::{self, Cut};
 use crate::supervision::{Request, Service, Supervision};

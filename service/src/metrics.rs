@@ -217,7 +217,11 @@ const FAMILIES: &[Family] = &[
     ),
     family("flowsql_export_last_run_failed", "gauge", "1 if the last export run failed, else 0."),
     family("flowsql_store_readable", "gauge", "1 if the store could be read for this scrape, else 0."),
-    family("flowsql_upload_backlog_files", "gauge", "Parquet files exported but not uploaded to export.remote yet."),
+    family(
+        "flowsql_upload_backlog_files",
+        "gauge",
+        "Parquet files exported but not uploaded to export.remote yet.",
+    ),
     family("flowsql_upload_backlog_bytes", "gauge", "Bytes of the files not uploaded to export.remote yet."),
     family("flowsql_uploaded_files", "gauge", "Parquet files of the cold tier uploaded to export.remote."),
     family("flowsql_upload_last_attempt_failed", "gauge", "1 if the last upload attempt failed, else 0."),

@@ -145,7 +145,9 @@ impl Remote {
     pub async fn upload(&self, path: &Path, key: &str) -> Result<bool, RemoteError> {
         let upload_err = |source| RemoteError::Upload { url: self.url.clone(), key: key.to_owned(), source };
         let location = ObjectPath::from(key);
-        let bytes = tokio::fs::read(path).await.map_err(|source| RemoteError::Read { path: path.to_owned(), source })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| RemoteError::Read { path: path.to_owned(), source })?;
         match self.store.head(&location).await {
             Ok(meta) if meta.size == bytes.len() as u64 => return Ok(false),
             Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
@@ -186,9 +188,12 @@ impl SharedProfile {
             std::env::var_os(var).map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(default)))
         };
         let read = |path: Option<PathBuf>, section: &str| {
-            path.and_then(|p| std::fs::read_to_string(p).ok()).map(|t| ini_section(&t, section)).unwrap_or_default()
+            path.and_then(|p| std::fs::read_to_string(p).ok())
+                .map(|t| ini_section(&t, section))
+                .unwrap_or_default()
         };
-        let config_section = if profile == "default" { profile.clone() } else { format!("profile {profile}") };
+        let config_section =
+            if profile == "default" { profile.clone() } else { format!("profile {profile}") };
         SharedProfile {
             credentials: read(file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"), &profile),
             config: read(file("AWS_CONFIG_FILE", ".aws/config"), &config_section),
@@ -252,7 +257,8 @@ impl Uploader {
     /// `host` to `remote`, and records the remote in the store (so that
     /// retention keeps what is not uploaded).
     pub fn start(dir: &Path, remote: Remote, host: String) -> Result<Uploader, crate::ServiceError> {
-        let mut store = Store::open_without_recovery(dir).map_err(|e| crate::ServiceError::Store(Box::new(e)))?;
+        let mut store =
+            Store::open_without_recovery(dir).map_err(|e| crate::ServiceError::Store(Box::new(e)))?;
         store.set_upload_remote(Some(&remote.url)).map_err(|e| crate::ServiceError::Store(Box::new(e)))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -313,7 +319,8 @@ pub fn host_name(config: &crate::Config) -> String {
 
 /// [`upload_backlog`] on a runtime of its own (`flowsql export`).
 pub fn upload_backlog_now(store: &mut Store, remote: &Remote, host: &str) -> Result<u64, RemoteError> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RemoteError::Runtime)?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RemoteError::Runtime)?;
     upload_backlog(store, &runtime, remote, host)
 }
 
@@ -378,7 +385,13 @@ fn record(store: &mut Store, error: Option<String>) {
     }
 }
 
-fn upload_loop(mut store: Store, runtime: &tokio::runtime::Runtime, remote: &Remote, host: &str, woken: &Receiver<Wake>) {
+fn upload_loop(
+    mut store: Store,
+    runtime: &tokio::runtime::Runtime,
+    remote: &Remote,
+    host: &str,
+    woken: &Receiver<Wake>,
+) {
     let mut backoff = FIRST_BACKOFF;
     let mut failing: Option<String> = None;
     loop {
@@ -447,8 +460,12 @@ mod tests {
 
     #[test]
     fn profiles() {
-        let text = "[default]\naws_access_key_id = A\n[other]\naws_access_key_id=B\naws_secret_access_key = S\n";
-        assert_eq!(ini_section(text, "other"), [("aws_access_key_id".into(), "B".into()), ("aws_secret_access_key".into(), "S".into())]);
+        let text =
+            "[default]\naws_access_key_id = A\n[other]\naws_access_key_id=B\naws_secret_access_key = S\n";
+        assert_eq!(
+            ini_section(text, "other"),
+            [("aws_access_key_id".into(), "B".into()), ("aws_secret_access_key".into(), "S".into())]
+        );
         assert_eq!(ini_section(text, "default").len(), 1);
     }
 }

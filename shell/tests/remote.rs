@@ -146,7 +146,12 @@ fn data_dir(root: &Path, host: &str, run: u32, count: u64) -> (PathBuf, Vec<Flow
 }
 
 /// The environment of a host uploading to `server`.
-fn upload_env<'a>(server: &'a S3Server, endpoint: &'a str, host: &'a str, secret: &'a str) -> Vec<(&'a str, &'a str)> {
+fn upload_env<'a>(
+    server: &'a S3Server,
+    endpoint: &'a str,
+    host: &'a str,
+    secret: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     vec![
         ("FLOWSQL_EXPORT_REMOTE", "s3://flows/fleet"),
         ("FLOWSQL_EXPORT_REMOTE_ENDPOINT", endpoint),
@@ -214,14 +219,9 @@ fn two_hosts_upload_each_file_exactly_once_and_pyarrow_reads_the_bucket() {
     assert_eq!(status_a["upload"]["error"], Value::Null);
 
     // pyarrow reads the bucket through its own S3 filesystem.
-    let read: Value = serde_json::from_str(&python(&[
-        "read",
-        &endpoint,
-        &server.key,
-        &server.secret,
-        "flows/fleet/flows",
-    ]))
-    .expect("JSON");
+    let read: Value =
+        serde_json::from_str(&python(&["read", &endpoint, &server.key, &server.secret, "flows/fleet/flows"]))
+            .expect("JSON");
     assert_eq!(read["rows"], (a_flows.len() + b_flows.len()) as u64);
     assert_eq!(read["byPartition"]["web-1"]["web-1"], a_flows.len() as u64, "{read}");
     assert_eq!(read["byPartition"]["db_2"]["db/2"], b_flows.len() as u64, "{read}");
@@ -233,7 +233,10 @@ fn two_hosts_upload_each_file_exactly_once_and_pyarrow_reads_the_bucket() {
         env.retain(|(name, _)| *name != "FLOWSQL_EXPORT_REMOTE");
         let data = tmp.path().join("querier");
         let data = data.to_str().expect("UTF-8");
-        let out = flowsql(&["query", "--data-dir", data, "--format", "csv", "--source", "s3://flows/fleet", sql], &env);
+        let out = flowsql(
+            &["query", "--data-dir", data, "--format", "csv", "--source", "s3://flows/fleet", sql],
+            &env,
+        );
         assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
         text(&out.stdout)
     };
@@ -260,7 +263,9 @@ fn two_hosts_upload_each_file_exactly_once_and_pyarrow_reads_the_bucket() {
     }
     for list in requests.iter().filter(|r| r.starts_with("GET /flows?")) {
         assert!(
-            list.contains("hour%3D01") || list.contains("hour=01") || (list.contains("delimiter") && !list.contains("date")),
+            list.contains("hour%3D01")
+                || list.contains("hour=01")
+                || (list.contains("delimiter") && !list.contains("date")),
             "a listing outside the hour: {list}\n{requests:?}"
         );
     }
@@ -305,7 +310,10 @@ fn wrong_credentials_give_one_clear_error_and_lose_nothing() {
     // A store that takes the key: everything goes up, nothing was lost.
     let server = S3Server::start(tmp.path());
     let endpoint = server.url();
-    let out = flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &endpoint, "web-1", &server.secret));
+    let out = flowsql(
+        &["export", "--data-dir", dir_text],
+        &upload_env(&server, &endpoint, "web-1", &server.secret),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(server.objects(), expected_objects(&dir, "web-1"));
     let s = status(&dir);
@@ -321,15 +329,21 @@ fn a_store_that_is_down_keeps_files_queued_until_it_is_back() {
     let dir_text = dir.to_str().expect("UTF-8");
     // Nothing listens on this port: the store is down.
     let down = format!("http://127.0.0.1:{}", free_port());
-    let out = flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &down, "web-1", &server.secret));
+    let out =
+        flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &down, "web-1", &server.secret));
     assert!(!out.status.success());
-    assert!(text(&out.stdout).starts_with("exported 1,000 rows"), "the local export is done: {}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("exported 1,000 rows"),
+        "the local export is done: {}",
+        text(&out.stdout)
+    );
     let s = status(&dir);
     assert_eq!(s["upload"]["backlogFiles"], 3, "{s}");
     assert_eq!(s["cold"]["rows"], 1000, "{s}");
     // Retention removes nothing that is not uploaded.
     let up = server.url();
-    let out = flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &up, "web-1", &server.secret));
+    let out =
+        flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &up, "web-1", &server.secret));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(server.objects(), expected_objects(&dir, "web-1"));
 }
@@ -428,11 +442,13 @@ fn sigkill_during_an_upload_then_a_restart_leaves_every_file_once_and_nothing_pa
 
     // Restart (straight to the store): the rest goes up, nothing twice.
     let direct = server.url();
-    let out = flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &direct, "web-1", &server.secret));
+    let out =
+        flowsql(&["export", "--data-dir", dir_text], &upload_env(&server, &direct, "web-1", &server.secret));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("uploaded 2 files"), "{}", text(&out.stdout));
     assert_eq!(server.objects(), expected);
-    let puts: Vec<String> = server.requests().into_iter().filter(|r| r.starts_with("PUT /flows/fleet/")).collect();
+    let puts: Vec<String> =
+        server.requests().into_iter().filter(|r| r.starts_with("PUT /flows/fleet/")).collect();
     assert_eq!(puts.len(), 3, "one complete PUT per file: {puts:?}");
 }
 
@@ -473,7 +489,11 @@ fn a_capture_uploads_its_backlog_once_the_store_is_back() {
     let mut command = Command::new(FLOWSQL);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
-        if name.starts_with("FLOWSQL_") || name.starts_with("AWS_") || name == "RUST_LOG" || name == "NOTIFY_SOCKET" {
+        if name.starts_with("FLOWSQL_")
+            || name.starts_with("AWS_")
+            || name == "RUST_LOG"
+            || name == "NOTIFY_SOCKET"
+        {
             command.env_remove(name);
         }
     }
@@ -502,7 +522,11 @@ fn a_capture_uploads_its_backlog_once_the_store_is_back() {
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    wait("the uploader starts", Duration::from_secs(30), Box::new(|| log().contains("uploading exported files")));
+    wait(
+        "the uploader starts",
+        Duration::from_secs(30),
+        Box::new(|| log().contains("uploading exported files")),
+    );
     // Connections on loopback for a few seconds: flows, exported every second.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let target = listener.local_addr().expect("addr");

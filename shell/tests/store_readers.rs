@@ -356,7 +356,11 @@ fn every_engine_reads_the_cold_tier_and_a_copy_as_flowsql_prints_them() {
     assert!(out.starts_with(&format!("exported {} rows into ", flows.len())), "{out}");
     let mut printed = flowsql_rows(&dir);
     printed.sort_by_key(row_key);
-    assert_eq!(printed, without_partitions(&expected_rows(&flows, false)), "flowsql prints the flows as stored");
+    assert_eq!(
+        printed,
+        without_partitions(&expected_rows(&flows, false)),
+        "flowsql prints the flows as stored"
+    );
 
     // A copy of a time range, read as its own dataset.
     let copy = dest.path().join("copy");

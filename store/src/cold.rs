@@ -39,8 +39,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
 use arrow::datatypes::{
-    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampNanosecondType,
-    UInt64Type,
+    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    TimestampNanosecondType, UInt64Type,
 };
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -93,7 +93,9 @@ pub struct ColdFile {
 /// module documentation): microsecond times, signed 64-bit integers.
 pub fn file_type(logical: &DataType) -> DataType {
     match logical {
-        DataType::Timestamp(TimeUnit::Nanosecond, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+        }
         DataType::UInt64 => DataType::Int64,
         DataType::List(item) => DataType::List(Arc::new(item.as_ref().clone().with_name("element"))),
         other => other.clone(),
@@ -102,8 +104,11 @@ pub fn file_type(logical: &DataType) -> DataType {
 
 /// The schema of the files of a table whose logical schema is `logical`.
 pub fn file_schema(logical: &Schema) -> SchemaRef {
-    let fields: Vec<Field> =
-        logical.fields().iter().map(|f| f.as_ref().clone().with_data_type(file_type(f.data_type()))).collect();
+    let fields: Vec<Field> = logical
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(file_type(f.data_type())))
+        .collect();
     Arc::new(Schema::new_with_metadata(fields, logical.metadata().clone()))
 }
 
@@ -130,7 +135,10 @@ fn to_file_column(column: &ArrayRef, file_type: &DataType) -> Result<ArrayRef, a
 }
 
 /// `batch` (of the logical schema) in `file_schema`.
-pub fn to_file_batch(batch: &RecordBatch, file_schema: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+pub fn to_file_batch(
+    batch: &RecordBatch,
+    file_schema: &SchemaRef,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     let columns = batch
         .columns()
         .iter()
@@ -265,9 +273,8 @@ impl PendingFile {
             min_ts: i64::MAX,
             max_ts: i64::MIN,
         };
-        let writer =
-            ArrowWriter::try_new(file, file_schema, Some(writer_properties(table, metadata)))
-                .map_err(|source| StoreError::ParquetWrite { path: pending.temp.clone(), source })?;
+        let writer = ArrowWriter::try_new(file, file_schema, Some(writer_properties(table, metadata)))
+            .map_err(|source| StoreError::ParquetWrite { path: pending.temp.clone(), source })?;
         pending.writer = Some(writer);
         Ok(pending)
     }
@@ -290,8 +297,8 @@ impl PendingFile {
         self.max_ts = ts.iter().map(|t| t.div_euclid(1000) * 1000).fold(self.max_ts, i64::max);
         self.rows += batch.num_rows() as u64;
         let write_err = |source| StoreError::ParquetWrite { path: self.temp.clone(), source };
-        let file_batch =
-            to_file_batch(batch, &self.file_schema).map_err(|e| write_err(ParquetError::External(Box::new(e))))?;
+        let file_batch = to_file_batch(batch, &self.file_schema)
+            .map_err(|e| write_err(ParquetError::External(Box::new(e))))?;
         writer.write(&file_batch).map_err(write_err)
     }
 

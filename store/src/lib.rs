@@ -80,10 +80,10 @@ pub use schema::{
     flows_table,
 };
 pub use snapshot::{HotReader, TableSnapshot};
-pub use uploads::{LastUpload, PendingUpload, UploadStatus};
 pub use status::StoreStatus;
 pub use store::Store;
 pub use table::EventTable;
+pub use uploads::{LastUpload, PendingUpload, UploadStatus};
 pub use writer::{CaptureCounters, StoreWriter, WriterConfig, WriterCounters};
 
 /// A half-open time range `[since, until)` in UTC nanoseconds since the

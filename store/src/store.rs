@@ -12,7 +12,6 @@ use flowsql_event::DomainObservation;
 
 use crate::cold::{self, ColdFile};
 use crate::copy;
-use crate::uploads::{self, LastUpload, PendingUpload, UploadStatus};
 use crate::database::{Database, MemoryUse};
 use crate::dir::{DataDir, ExportLock};
 use crate::export::{self, ExportEvent, ExportOptions, ExportReport};
@@ -25,6 +24,7 @@ use crate::schema::{event_tables, flows_table};
 use crate::snapshot::TableSnapshot;
 use crate::status::StoreStatus;
 use crate::table::EventTable;
+use crate::uploads::{self, LastUpload, PendingUpload, UploadStatus};
 use crate::{StoreError, TimeRange, domains, manifest, state, stats};
 
 /// An open data directory: its database plus the cold tier's files, and

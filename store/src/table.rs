@@ -146,7 +146,9 @@ pub fn conform_to(
         let column = match batch.column_by_name(field.name()) {
             Some(column) if column.data_type() == field.data_type() => Arc::clone(column),
             // A file's signed 64-bit column (crate::cold): the same bits.
-            Some(column) if column.data_type() == &DataType::Int64 && field.data_type() == &DataType::UInt64 => {
+            Some(column)
+                if column.data_type() == &DataType::Int64 && field.data_type() == &DataType::UInt64 =>
+            {
                 let unsigned: arrow::array::UInt64Array = column
                     .as_primitive::<arrow::datatypes::Int64Type>()
                     .unary(|v| u64::from_ne_bytes(v.to_ne_bytes()));

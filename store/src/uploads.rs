@@ -65,7 +65,9 @@ pub(crate) fn counts(conn: &Connection) -> rusqlite::Result<(u64, u64, u64)> {
                 count(*) FILTER (WHERE uploadedAt IS NOT NULL)
          FROM exports WHERE state = 'complete'",
     )?
-    .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))
+    .query_row([], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+    })
 }
 
 /// Start of the oldest partition holding a complete file not uploaded yet.
