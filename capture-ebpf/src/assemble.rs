@@ -456,6 +456,11 @@ impl FlowAssembler {
         let reason = if open { EndReason::Open } else { end_reason(socket) };
         let facts = end_facts(event, reason)?;
         let timestamp_ns = self.utc(event.header.boot_ns);
+        // Times are whole microseconds: the duration is the one between the
+        // begin's recorded time and this one (begin + duration = end).
+        let end_exact = self.clock.to_utc_ns(event.header.boot_ns);
+        let duration_ns =
+            facts.duration_ns.map(|d| timestamp_ns - end_exact.saturating_sub(d).div_euclid(1000) * 1000);
         let known_begin = socket.begin_ns != 0;
         let (src_domains, dst_domains) =
             self.end_names(socket.flow_seq, open, facts.src.ip(), facts.dst.ip(), timestamp_ns, known_begin);
@@ -477,7 +482,7 @@ impl FlowAssembler {
             dst_port: facts.dst.port(),
             src_domains,
             dst_domains,
-            duration_ns: facts.duration_ns,
+            duration_ns,
             src_bytes: facts.src_bytes,
             dst_bytes: facts.dst_bytes,
             src_packets: facts.src_packets,

@@ -577,7 +577,15 @@ fn a_capture_uploads_its_backlog_once_the_store_is_back() {
         Duration::from_secs(30),
         Box::new(|| server.objects() == expected_objects(&dir, "cap-1")),
     );
-    let puts = server.requests().into_iter().filter(|r| r.starts_with("PUT /flows/fleet/")).count();
-    assert_eq!(puts, server.objects().len(), "one PUT per file");
+    // Stopped (the capture exports on meanwhile): every object is a file of
+    // the manifest, whole, sent once.
     drop(capture);
+    std::thread::sleep(Duration::from_millis(500));
+    let objects = server.objects();
+    let expected = expected_objects(&dir, "cap-1");
+    for (key, size) in &objects {
+        assert_eq!(expected.get(key), Some(size), "{key}");
+    }
+    let puts = server.requests().into_iter().filter(|r| r.starts_with("PUT /flows/fleet/")).count();
+    assert_eq!(puts, objects.len(), "one PUT per file");
 }

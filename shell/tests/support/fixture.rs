@@ -87,7 +87,8 @@ pub fn flows() -> Vec<FlowBegin> {
     ];
     let flows = vec![
         flow(
-            at(7, 10, 123_456_789),
+            // Whole microseconds, as the capture records them (and files keep).
+            at(7, 10, 123_456_000),
             Outgoing,
             "10.0.0.5",
             51000,
