@@ -9,6 +9,7 @@ mod config;
 mod export;
 #[cfg(feature = "sql")]
 mod fleet;
+#[cfg(feature = "sql")]
 mod in_process;
 #[cfg(feature = "sql")]
 mod query;
