@@ -40,6 +40,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The data directory of a command that reads a store and must not make
+/// one (`query`, `shell`, `status`, `export`): refused, naming the path,
+/// unless it holds one.
+fn existing_store(config: &Config) -> anyhow::Result<std::path::PathBuf> {
+    let dir = config.data_dir()?;
+    flowsql_store::DataDir::new(&dir).check_holds_store()?;
+    Ok(dir)
+}
+
 /// Where log messages go: stderr (never stdout, which carries data), or
 /// the configured file. The interactive shell owns its terminal: its logs
 /// go to a file, opened at the first message.

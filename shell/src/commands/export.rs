@@ -14,7 +14,7 @@ use crate::units::{self, grouped, human_bytes};
 use flowsql_service::Config;
 
 pub fn run(args: ExportArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let dir = config.data_dir()?;
+    let dir = super::existing_store(config)?;
     let now = now_ns();
     let since = args.since.as_deref().map(|t| units::parse_time(t, now)).transpose()?;
     let until = args.until.as_deref().map(|t| units::parse_time(t, now)).transpose()?;

@@ -13,7 +13,7 @@ use flowsql_query::{Session, SessionOptions};
 use flowsql_service::Config;
 
 pub fn run(args: QueryArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let dir = config.data_dir()?;
+    let dir = super::existing_store(config)?;
     // Read the script before opening anything: a missing file is the error.
     let script = match &args.file {
         Some(path) if path.as_os_str() == "-" => {

@@ -14,7 +14,8 @@ use crate::cli::ShellArgs;
 use crate::repl::{self, ReplOptions};
 
 pub fn run(args: ShellArgs, config: Config) -> anyhow::Result<ExitCode> {
-    let dir = config.data_dir()?;
+    // A capture makes its data directory; a shell that only reads does not.
+    let dir = if args.capture { config.data_dir()? } else { super::existing_store(&config)? };
     let watched = config
         .cgroup
         .value

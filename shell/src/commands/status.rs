@@ -13,10 +13,7 @@ use crate::units::{grouped, human_bytes};
 use flowsql_service::Config;
 
 pub fn run(args: StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let dir = config.data_dir()?;
-    if !dir.join("flowsql.db").exists() {
-        anyhow::bail!("{} holds no flowsql data (no flowsql.db)", dir.display());
-    }
+    let dir = super::existing_store(config)?;
     // Read-only: reading the directory is all `status` needs.
     let store = Store::open_read_only(&dir)
         .with_context(|| format!("failed to open the data directory {}", dir.display()))?;
