@@ -11,12 +11,16 @@
 //! Output aliases that match a column name are rewritten too, so that an
 //! alias and an `ORDER BY` that refers to it stay the same name, and so are
 //! the columns of `JOIN ... USING (hostName, flowId)`.
+//!
+//! One more DuckDB habit: a query that starts with `FROM` and has no
+//! `SELECT` (`FROM flows LIMIT 3`) selects every column, as `SELECT *`.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, JoinConstraint, JoinOperator, ObjectNamePart, SelectItem, VisitMut, VisitorMut,
+    Expr, Ident, JoinConstraint, JoinOperator, ObjectNamePart, SelectFlavor, SelectItem, VisitMut, VisitorMut,
+    WildcardAdditionalOptions,
 };
 
 /// Known column names, keyed by their lower-case form.
@@ -66,6 +70,9 @@ impl VisitorMut for Rewriter<'_> {
     }
 
     fn pre_visit_select(&mut self, select: &mut datafusion::sql::sqlparser::ast::Select) -> ControlFlow<()> {
+        if select.flavor == SelectFlavor::FromFirstNoSelect && select.projection.is_empty() {
+            select.projection.push(SelectItem::Wildcard(WildcardAdditionalOptions::default()));
+        }
         for item in &mut select.projection {
             if let SelectItem::ExprWithAlias { alias, .. } = item {
                 self.names.canonicalize(alias);

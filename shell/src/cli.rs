@@ -148,10 +148,10 @@ pub struct ShellArgs {
 
 #[cfg(feature = "sql")]
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("input").required(true).args(["sql", "file"]))]
 pub struct QueryArgs {
-    /// SQL to run: one or more statements separated by ';'.
-    #[arg(value_name = "SQL")]
+    /// SQL to run: one or more statements separated by ';', and dot commands (.tables, .mode csv, ...)
+    /// on lines of their own. Without SQL or -f, standard input is read (when it is not a terminal).
+    #[arg(value_name = "SQL", conflicts_with = "file")]
     pub sql: Option<String>,
 
     /// Run the SQL statements and dot commands (.mode csv, ...) of FILE instead; - reads stdin.

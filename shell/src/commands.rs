@@ -14,6 +14,7 @@ mod status;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use flowsql_service::Config;
 use flowsql_service::logging::{self, Destination};
 
@@ -46,7 +47,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn existing_store(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     let dir = config.data_dir()?;
     flowsql_store::DataDir::new(&dir).check_holds_store()?;
-    Ok(dir)
+    // Queries find Parquet files by absolute paths: `--data-dir data` is
+    // made `$PWD/data`.
+    std::path::absolute(&dir).with_context(|| format!("cannot resolve {}", dir.display()))
 }
 
 /// Where log messages go: stderr (never stdout, which carries data), or
