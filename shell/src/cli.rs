@@ -113,11 +113,17 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub store: SettingFlags<DataDirFlags>,
 
-    /// Instead of moving rows to the cold tier, copy the flows of a time range (both tiers) into DIR
-    /// as a self-contained Parquet dataset, DIR/date=YYYY-MM-DD/hour=HH/part-0.parquet. DIR must be
-    /// empty or not exist.
-    #[arg(long, value_name = "DIR")]
+    /// Instead of moving rows to the cold tier, copy the flows of a time range (both tiers) out: with
+    /// --format parquet (the default) into DIR as a self-contained Parquet dataset,
+    /// DIR/date=YYYY-MM-DD/hour=HH/part-0.parquet (DIR must be empty or not exist); with --format
+    /// csv or ndjson into one new file.
+    #[arg(long, value_name = "DIR|FILE")]
     pub to: Option<PathBuf>,
+
+    /// With --to: what to write. A path whose extension says otherwise (out.csv for parquet) is
+    /// refused.
+    #[arg(long, value_name = "FORMAT", default_value = "parquet", requires = "to")]
+    pub format: ExportFormat,
 
     /// With --to: start of the range (RFC 3339 such as 2026-11-28T07:00:00Z, a date such as
     /// 2026-11-28 meaning its midnight UTC, or a duration such as 2h meaning that long ago).
@@ -128,6 +134,17 @@ pub struct ExportArgs {
     /// than this. Default: now.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+}
+
+/// What `flowsql export --to` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// A hive-partitioned directory of Parquet files.
+    Parquet,
+    /// One CSV file, as `flowsql query --format csv` prints (lists as JSON arrays, times in RFC 3339).
+    Csv,
+    /// One file of JSON objects, one a line, as `flowsql query --format ndjson` prints.
+    Ndjson,
 }
 
 #[cfg(feature = "sql")]

@@ -34,9 +34,13 @@ use super::{PrintOptions, terminal};
 /// Rows held to size the columns before printing.
 pub const CHUNK_ROWS: usize = 10_000;
 
-/// A fitted column is cut no narrower than this (unless the whole width is
-/// less): past it, columns are left out instead.
-const MIN_FITTED_WIDTH: usize = 12;
+/// When every column fits cut to this width (or wider), all are shown;
+/// past it, columns are left out instead.
+const MIN_FITTED_WIDTH: usize = 16;
+
+/// When columns are left out, those shown are chosen at their width cut to
+/// this (a time, `2026-11-28T07:10:00.123456789Z`, fits whole).
+const KEPT_WIDTH: usize = 32;
 
 /// What marks something left out.
 const ELLIPSIS: &str = "…";
@@ -300,7 +304,8 @@ impl TablePrinter {
 /// The columns and widths that fit `max` characters a line: the natural
 /// widths if they fit; else long columns cut to one width, as wide as still
 /// fits; else, past [`MIN_FITTED_WIDTH`], the first and last columns (taken
-/// in turn from both ends) around a `…` column.
+/// in turn from both ends, each at most [`KEPT_WIDTH`] wide) around a `…`
+/// column, then widened to fill the line.
 fn fit(natural: &[usize], max: usize) -> Layout {
     let line_width = |widths: &[usize]| widths.iter().map(|w| w + 3).sum::<usize>() + 1;
     let all: Vec<Option<usize>> = (0..natural.len()).map(Some).collect();
@@ -320,36 +325,36 @@ fn fit(natural: &[usize], max: usize) -> Layout {
         let widths = capped(&all, cap);
         return Layout { columns: all, widths, fitted: true, cut: true };
     }
-    // Columns from both ends, in turn, while they fit with the `…` column.
+    // Columns from both ends, in turn, while they fit with the `…` column;
+    // an end whose next column does not fit is done, the other goes on.
     let (mut left, mut right) = (Vec::new(), Vec::new());
     let (mut front, mut back) = (0, natural.len());
-    let mut from_front = true;
-    while front < back {
-        let next = if from_front { front } else { back - 1 };
-        let mut candidate: Vec<Option<usize>> = left.iter().copied().map(Some).collect();
-        if from_front {
-            candidate.push(Some(next));
+    let mut ends = [true, true];
+    let mut side = 0;
+    while front < back && ends.iter().any(|open| *open) {
+        if !ends[side] {
+            side = 1 - side;
+            continue;
         }
+        let next = if side == 0 { front } else { back - 1 };
+        let mut candidate: Vec<Option<usize>> =
+            left.iter().chain(&right).chain([&next]).copied().map(Some).collect();
         candidate.push(None);
-        candidate.extend(right.iter().rev().copied().map(Some));
-        if !from_front {
-            candidate.push(Some(next));
+        let fits = line_width(&capped(&candidate, KEPT_WIDTH)) <= max;
+        // At least one column is shown, however narrow the line.
+        if fits || (left.is_empty() && right.is_empty()) {
+            if side == 0 {
+                left.push(next);
+                front += 1;
+            } else {
+                right.push(next);
+                back -= 1;
+            }
         }
-        let fits = line_width(&capped(&candidate, floor)) <= max;
-        if !fits && !(left.is_empty() && right.is_empty()) {
-            break;
-        }
-        if from_front {
-            left.push(next);
-            front += 1;
-        } else {
-            right.push(next);
-            back -= 1;
-        }
-        from_front = !from_front;
         if !fits {
-            break;
+            ends[side] = false;
         }
+        side = 1 - side;
     }
     let mut columns: Vec<Option<usize>> = left.into_iter().map(Some).collect();
     if front < back {
