@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, JoinConstraint, JoinOperator, ObjectNamePart, SelectFlavor, SelectItem, VisitMut, VisitorMut,
-    WildcardAdditionalOptions,
+    Expr, Ident, JoinConstraint, JoinOperator, ObjectNamePart, SelectFlavor, SelectItem, VisitMut,
+    VisitorMut, WildcardAdditionalOptions,
 };
 
 /// Known column names, keyed by their lower-case form.

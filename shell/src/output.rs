@@ -146,7 +146,8 @@ impl ResultPrinter {
     pub fn new(mode: OutputMode, schema: &Schema, options: PrintOptions) -> Self {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let table = |style| {
-            let numeric: Vec<bool> = schema.fields().iter().map(|f| value::is_numeric(f.data_type())).collect();
+            let numeric: Vec<bool> =
+                schema.fields().iter().map(|f| value::is_numeric(f.data_type())).collect();
             Format::Table(table::TablePrinter::new(&names, &numeric, style, options))
         };
         let format = match mode {
@@ -214,6 +215,7 @@ impl ResultPrinter {
 }
 
 /// Prints a whole result held in memory.
+#[cfg(any(feature = "sql", test))]
 pub fn print_batches<W: Write + ?Sized>(
     out: &mut W,
     mode: OutputMode,
@@ -286,9 +288,7 @@ pub fn human_into(value: &Value<'_>, keep_newlines: bool, out: &mut String) {
 pub(crate) mod testing {
     use std::sync::Arc;
 
-    use arrow::array::{
-        ListBuilder, StringArray, StringBuilder, TimestampNanosecondArray, UInt16Array,
-    };
+    use arrow::array::{ListBuilder, StringArray, StringBuilder, TimestampNanosecondArray, UInt16Array};
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use arrow::record_batch::RecordBatch;
 

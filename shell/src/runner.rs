@@ -148,7 +148,8 @@ impl<'s> Runner<'s> {
         } else {
             // Plans are text flowsql writes itself: their lines stay lines.
             let keep_newlines = matches!(statement, Statement::Explain(_));
-            let query = matches!(&statement, Statement::Statement(s) if matches!(**s, SqlStatement::Query(_)));
+            let query =
+                matches!(&statement, Statement::Statement(s) if matches!(**s, SqlStatement::Query(_)));
             let mut batches = self.execute(statement).await?;
             let to_stdout = once.is_none() && matches!(self.output, Output::Stdout);
             let options = self.print_options(to_stdout, keep_newlines, query);
@@ -194,7 +195,8 @@ impl<'s> Runner<'s> {
         let query = match copy.source {
             copy::CopySource::Query(query) => query,
             copy::CopySource::Table(name) => {
-                let mut statements = self.session.parse(&format!("SELECT * FROM {name}")).map_err(describe)?;
+                let mut statements =
+                    self.session.parse(&format!("SELECT * FROM {name}")).map_err(describe)?;
                 statements.pop().context("no statement")?
             }
         };
@@ -215,7 +217,6 @@ impl<'s> Runner<'s> {
         };
         written.await.with_context(|| format!("cannot write {}", path.display()))
     }
-
 
     /// Runs one dot command.
     pub async fn run_dot(&mut self, command: DotCommand) -> anyhow::Result<Flow> {
@@ -239,7 +240,8 @@ impl<'s> Runner<'s> {
                 Output::File { path, .. } => say(format_args!("output: {}", path.display()))?,
             },
             DotCommand::Once(path) => {
-                let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                let file =
+                    File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
                 self.once = Some((path, BufWriter::new(file)));
             }
             DotCommand::Headers(Some(on)) => self.headers = on,
@@ -279,9 +281,10 @@ impl<'s> Runner<'s> {
                     None => message,
                 };
                 let result = match line.parse::<DotCommand>() {
-                    Ok(command) => {
-                        self.run_dot(command).await.map_err(|e| anyhow!(place(flowsql_service::error_chain(e.as_ref()))))
-                    }
+                    Ok(command) => self
+                        .run_dot(command)
+                        .await
+                        .map_err(|e| anyhow!(place(flowsql_service::error_chain(e.as_ref())))),
                     Err(message) => Err(anyhow!(place(message))),
                 };
                 match result {
@@ -330,7 +333,12 @@ impl<'s> Runner<'s> {
 
     /// Runs SQL that starts on line `first_line` (0-based) of a script:
     /// blank lines in front keep DataFusion's line numbers the script's.
-    async fn run_script_sql(&mut self, sql: &str, first_line: usize, source: Option<&str>) -> anyhow::Result<()> {
+    async fn run_script_sql(
+        &mut self,
+        sql: &str,
+        first_line: usize,
+        source: Option<&str>,
+    ) -> anyhow::Result<()> {
         let mut text = "\n".repeat(first_line);
         text.push_str(sql);
         let result = self.run_sql(&text).await;
@@ -382,7 +390,9 @@ impl<'s> Runner<'s> {
             (Some((_, file)), _) | (None, Output::File { file, .. }) => {
                 print_batches(file, self.mode, &schema, batches, options)?
             }
-            (None, Output::Stdout) => print_batches(&mut io::stdout().lock(), self.mode, &schema, batches, options)?,
+            (None, Output::Stdout) => {
+                print_batches(&mut io::stdout().lock(), self.mode, &schema, batches, options)?
+            }
         };
         Ok(())
     }

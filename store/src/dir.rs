@@ -103,12 +103,10 @@ impl DataDir {
 /// directory (following symbolic links): the file that keeps `path` from
 /// being a directory.
 fn file_in_the_way(path: &Path) -> Option<PathBuf> {
-    path.ancestors()
-        .filter(|p| !p.as_os_str().is_empty())
-        .find_map(|p| match std::fs::metadata(p) {
-            Ok(meta) if !meta.is_dir() => Some(p.to_owned()),
-            _ => None,
-        })
+    path.ancestors().filter(|p| !p.as_os_str().is_empty()).find_map(|p| match std::fs::metadata(p) {
+        Ok(meta) if !meta.is_dir() => Some(p.to_owned()),
+        _ => None,
+    })
 }
 
 /// An exclusive lock on a data directory's cold tier (`flock`), released

@@ -63,7 +63,11 @@ fn start_line(config: &Config, store: bool, json: bool, duration: Option<Duratio
 fn stop_line(summary: &CaptureSummary, took: Duration) -> String {
     let stored = match summary.rows_stored {
         Some(rows) if summary.rows_not_stored > 0 => {
-            format!(", {} rows stored, {} could not be stored", grouped(rows), grouped(summary.rows_not_stored))
+            format!(
+                ", {} rows stored, {} could not be stored",
+                grouped(rows),
+                grouped(summary.rows_not_stored)
+            )
         }
         Some(rows) => format!(", {} rows stored", grouped(rows)),
         None => String::new(),

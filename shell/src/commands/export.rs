@@ -4,7 +4,7 @@
 //! printers of `flowsql query`, so that both print values the same way.
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal as _, Write as _};
+use std::io::{BufWriter, IsTerminal as _};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -88,7 +88,10 @@ fn check_destination(dest: &Path, format: ExportFormat) -> anyhow::Result<()> {
         anyhow::bail!("--to {}: {wanted}", dest.display());
     }
     if format != ExportFormat::Parquet && std::fs::symlink_metadata(dest).is_ok() {
-        anyhow::bail!("--to {}: it exists; flowsql export writes a new file and replaces nothing", dest.display());
+        anyhow::bail!(
+            "--to {}: it exists; flowsql export writes a new file and replaces nothing",
+            dest.display()
+        );
     }
     Ok(())
 }
@@ -96,7 +99,12 @@ fn check_destination(dest: &Path, format: ExportFormat) -> anyhow::Result<()> {
 /// Copies the flows of `range`, from both tiers, into a new file at `dest`
 /// in `format` (csv or ndjson): the cold files' rows, oldest file first,
 /// then the hot rows. Returns the rows and bytes written.
-fn copy_to_file(dir: &Path, dest: &Path, format: ExportFormat, range: TimeRange) -> anyhow::Result<(u64, u64)> {
+fn copy_to_file(
+    dir: &Path,
+    dest: &Path,
+    format: ExportFormat,
+    range: TimeRange,
+) -> anyhow::Result<(u64, u64)> {
     let store = Store::open_read_only(dir)
         .with_context(|| format!("failed to open the data directory {}", dir.display()))?;
     let table = flowsql_store::flows_table();
@@ -126,7 +134,10 @@ fn copy_to_file(dir: &Path, dest: &Path, format: ExportFormat, range: TimeRange)
         write(reader.read(meta, None)?)?;
     }
     let rows = printer.finish(&mut out).with_context(|| format!("cannot write {}", dest.display()))?;
-    let file = out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write {}", dest.display()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("cannot write {}", dest.display()))?;
     file.sync_all().with_context(|| format!("cannot sync {}", dest.display()))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok((rows, bytes))
@@ -138,7 +149,8 @@ fn in_range(batch: &RecordBatch, range: TimeRange) -> anyhow::Result<RecordBatch
     let times = column
         .as_primitive_opt::<TimestampNanosecondType>()
         .context("the timestamp column is not in nanoseconds")?;
-    let keep: BooleanArray = (0..times.len()).map(|i| Some(times.is_valid(i) && range.contains(times.value(i)))).collect();
+    let keep: BooleanArray =
+        (0..times.len()).map(|i| Some(times.is_valid(i) && range.contains(times.value(i)))).collect();
     arrow::compute::filter_record_batch(batch, &keep).context("cannot select the rows of the range")
 }
 

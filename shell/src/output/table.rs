@@ -232,7 +232,12 @@ impl TablePrinter {
         Ok(())
     }
 
-    fn write_border<W: Write + ?Sized>(&self, out: &mut W, layout: &Layout, border: Border) -> io::Result<()> {
+    fn write_border<W: Write + ?Sized>(
+        &self,
+        out: &mut W,
+        layout: &Layout,
+        border: Border,
+    ) -> io::Result<()> {
         let (left, fill, join, right) = match (self.style, border) {
             (Style::Ascii, _) => ("+", "-", "+", "+"),
             (Style::Box, Border::Top) => ("┌", "─", "┬", "┐"),

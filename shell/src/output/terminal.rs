@@ -10,6 +10,7 @@
 
 /// The width of the terminal standard output writes to, in characters;
 /// `None` when standard output is not a terminal (a file, a pipe).
+#[cfg(feature = "sql")]
 pub fn stdout_columns() -> Option<usize> {
     use std::io::IsTerminal as _;
     if !std::io::stdout().is_terminal() {

@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{
     DataType, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
@@ -12,6 +11,7 @@ use arrow::datatypes::{
     UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{DateTime, Utc};
 
 /// A cell, borrowing its strings from the array.
 #[derive(Debug, Clone, PartialEq)]

@@ -62,11 +62,7 @@ pub fn csv_target(statement: &Statement) -> Option<CsvCopy> {
         }
         CopyToSource::Relation(name) => CopySource::Table(name.to_string()),
     };
-    Some(CsvCopy {
-        source,
-        target: copy.target.clone(),
-        header,
-    })
+    Some(CsvCopy { source, target: copy.target.clone(), header })
 }
 
 /// `'true'`, `true`, `'false'`, `false`; anything else is DataFusion's to judge.
@@ -86,5 +82,6 @@ fn option_true(value: &Value) -> Option<bool> {
 /// What a COPY answers, as DataFusion's does: one row, `count`.
 pub fn count_batch(rows: u64) -> anyhow::Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
-    RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![rows]))]).context("cannot build the result")
+    RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![rows]))])
+        .context("cannot build the result")
 }

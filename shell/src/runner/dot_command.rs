@@ -263,7 +263,8 @@ mod tests {
     fn mistakes_say_what_is_expected() {
         assert_eq!(
             parse(".mode xml"),
-            Err("unknown output mode \"xml\": use one of table, box, markdown, csv, json, ndjson, line".into())
+            Err("unknown output mode \"xml\": use one of table, box, markdown, csv, json, ndjson, line"
+                .into())
         );
         assert_eq!(parse(".timer maybe"), Err("usage: .timer on|off".into()));
         assert_eq!(parse(".read"), Err("usage: .read FILE".into()));
