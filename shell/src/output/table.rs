@@ -96,7 +96,9 @@ struct Layout {
 impl TablePrinter {
     pub fn new(names: &[&str], numeric: &[bool], style: Style, options: PrintOptions) -> Self {
         let headers: Vec<String> = names.iter().map(|n| escape_cell(n, style, false)).collect();
-        let natural = headers.iter().map(|h| cell_width(h)).collect();
+        // Headers not shown take no room.
+        let shown = options.headers || style == Style::Markdown;
+        let natural = headers.iter().map(|h| if shown { cell_width(h) } else { 0 }).collect();
         TablePrinter {
             style,
             headers,
