@@ -313,9 +313,19 @@ impl Session {
 
     /// Runs one statement and streams its result.
     pub async fn execute(&self, statement: Statement) -> Result<SendableRecordBatchStream, QueryError> {
+        self.execute_with(statement, &SQLOptions::new()).await
+    }
+
+    /// Runs one statement if its plan is of a kind `options` allows (e.g.
+    /// no DDL, DML or `SET` for a read-only caller) and streams its result.
+    pub async fn execute_with(
+        &self,
+        statement: Statement,
+        options: &SQLOptions,
+    ) -> Result<SendableRecordBatchStream, QueryError> {
         let state = self.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
-        SQLOptions::new().verify_plan(&plan)?;
+        options.verify_plan(&plan)?;
         let frame = self.ctx.execute_logical_plan(plan).await?;
         Ok(frame.execute_stream().await?)
     }

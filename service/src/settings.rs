@@ -26,6 +26,11 @@
 //! max_names_per_address = 32
 //! max_bytes = "16MiB"
 //!
+//! [serve]
+//! listen = "127.0.0.1:8686"
+//! max_rows = 10000
+//! query_timeout = "30s"
+//!
 //! [log]
 //! level = "info"
 //! file = "/var/log/flowsql/capture.log"
@@ -50,6 +55,15 @@ pub const DEFAULT_LOG_LEVEL: &str = "warn";
 
 /// The default bound of a stop.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where `flowsql serve` listens by default (loopback: no token needed).
+pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8686";
+
+/// Rows a statement of the web view's SQL may return by default.
+pub const DEFAULT_SERVE_MAX_ROWS: usize = 10_000;
+
+/// How long a statement of the web view may run by default.
+pub const DEFAULT_SERVE_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `FLOWSQL_*` variables that are not settings but are known.
 const OTHER_VARIABLES: &[&str] = &["FLOWSQL_CONFIG", "FLOWSQL_HISTORY"];

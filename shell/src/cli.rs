@@ -55,6 +55,9 @@ pub enum Command {
     Query(QueryArgs),
     /// Print the configuration in effect (TOML), with where each value comes from.
     Config(ConfigArgs),
+    /// Serve a web view of the flows (service map, timeline, SQL) over HTTP, on loopback by default.
+    #[cfg(feature = "sql")]
+    Serve(ServeArgs),
 }
 
 impl Command {
@@ -62,13 +65,17 @@ impl Command {
     fn setting_flags(&self) -> Vec<FlagValue> {
         match self {
             Command::Capture(args) => args.settings.given.clone(),
-            Command::Config(args) => args.settings.given.clone(),
+            Command::Config(args) => [args.settings.given.clone(), args.serve.given.clone()].concat(),
             Command::Export(args) => args.store.given.clone(),
             Command::Status(args) => args.store.given.clone(),
             #[cfg(feature = "sql")]
             Command::Shell(args) => [args.store.given.clone(), args.cgroup.given.clone()].concat(),
             #[cfg(feature = "sql")]
             Command::Query(args) => args.store.given.clone(),
+            #[cfg(feature = "sql")]
+            Command::Serve(args) => {
+                [args.store.given.clone(), args.cgroup.given.clone(), args.serve.given.clone()].concat()
+            }
         }
     }
 
@@ -101,11 +108,14 @@ pub struct CaptureArgs {
     pub settings: SettingFlags<CaptureFlags>,
 }
 
-/// `flowsql config`: the same settings as `flowsql capture`.
+/// `flowsql config`: the settings of `flowsql capture` and `flowsql serve`.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     #[command(flatten)]
     pub settings: SettingFlags<CaptureFlags>,
+
+    #[command(flatten)]
+    pub serve: SettingFlags<ServeFlags>,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +174,24 @@ pub struct ShellArgs {
 }
 
 #[cfg(feature = "sql")]
+#[cfg(feature = "sql")]
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: SettingFlags<DataDirFlags>,
+
+    /// Record flows in this process while serving (needs root, or CAP_BPF and
+    /// CAP_NET_ADMIN): the timeline and the map follow them as they arrive.
+    #[arg(long)]
+    pub capture: bool,
+
+    #[command(flatten)]
+    pub cgroup: SettingFlags<ShellCgroupFlag>,
+
+    #[command(flatten)]
+    pub serve: SettingFlags<ServeFlags>,
+}
+
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// SQL to run: one or more statements separated by ';', and dot commands (.tables, .mode csv, ...)
@@ -239,7 +267,18 @@ impl FlagGroup for CaptureFlags {
     }
 }
 
-/// `flowsql shell --capture --cgroup PATH`.
+/// `--listen`, `--token`, `--max-rows`, `--query-timeout`: `flowsql serve`
+/// and `flowsql config`.
+#[derive(Debug, Default, Clone)]
+pub struct ServeFlags;
+
+impl FlagGroup for ServeFlags {
+    fn includes(key: &Key) -> bool {
+        key.scope == Scope::Serve
+    }
+}
+
+/// `flowsql shell --capture --cgroup PATH` (and `flowsql serve`).
 #[cfg(feature = "sql")]
 #[derive(Debug, Default, Clone)]
 pub struct ShellCgroupFlag;
@@ -349,6 +388,12 @@ mod tests {
                         assert!(has(&subcommand(name)), "{} on {name}", key.flag);
                     }
                     assert!(!has(&subcommand("export")), "{} not on export", key.flag);
+                }
+                Scope::Serve => {
+                    for name in ["serve", "config"] {
+                        assert!(has(&subcommand(name)), "{} on {name}", key.flag);
+                    }
+                    assert!(!has(&subcommand("capture")), "{} not on capture", key.flag);
                 }
             }
         }

@@ -1,13 +1,18 @@
 //! The subcommands, each in a module of its own that uses the libraries
-//! (`flowsql-service`, `flowsql-store`, `flowsql-query`) and nothing of
-//! another command. Each returns the process exit code, or an error that
+//! (`flowsql-service`, `flowsql-store`, `flowsql-query`, `flowsql-web`) and
+//! nothing of another command (`in_process` is the capture that `shell
+//! --capture` and `serve --capture` share). Each returns the process exit code, or an error that
 //! `main` prints once as `error: ...`.
 
 mod capture;
 mod config;
 mod export;
 #[cfg(feature = "sql")]
+mod in_process;
+#[cfg(feature = "sql")]
 mod query;
+#[cfg(feature = "sql")]
+mod serve;
 #[cfg(feature = "sql")]
 mod shell;
 mod status;
@@ -38,6 +43,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => export::run(args, &config),
         Command::Status(args) => status::run(args, &config),
         Command::Config(_) => config::run(&config),
+        #[cfg(feature = "sql")]
+        Command::Serve(args) => serve::run(args, config),
     }
 }
 

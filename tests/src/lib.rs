@@ -5,6 +5,8 @@
 //! Tests panic with a message instead of returning errors; a test that needs
 //! root or a kernel feature fails loudly when it is missing, never skips.
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;

@@ -24,6 +24,8 @@ pub enum Scope {
     DataDir,
     /// `flowsql capture` and `flowsql config`.
     Capture,
+    /// `flowsql serve` and `flowsql config`.
+    Serve,
 }
 
 /// What a reload (SIGHUP) does with a changed value.
@@ -313,6 +315,59 @@ settings! {
         default_doc: "`16MiB`",
         unset_note: "",
         example: "1MiB",
+    }
+    serve_listen: String = super::DEFAULT_SERVE_LISTEN.to_owned(), values::LISTEN_ADDR, {
+        name: "serve.listen",
+        env: "FLOWSQL_SERVE_LISTEN",
+        fallback_env: None,
+        flag: "--listen",
+        value_name: "HOST:PORT",
+        scope: Scope::Serve,
+        on_reload: OnReload::Restart,
+        help: "flowsql serve: the address of the web view. A loopback address needs no token; any other needs serve.token or the one printed at start.",
+        default_doc: "`127.0.0.1:8686`",
+        unset_note: "",
+        example: "0.0.0.0:8080",
+    }
+    /// `None`: a non-loopback listener generates one at start.
+    serve_token: Option<String> = None, values::OPTIONAL_TOKEN, {
+        name: "serve.token",
+        env: "FLOWSQL_SERVE_TOKEN",
+        fallback_env: None,
+        flag: "--token",
+        value_name: "TOKEN",
+        scope: Scope::Serve,
+        on_reload: OnReload::Restart,
+        help: "flowsql serve: the token requests to a non-loopback listener need (at least 16 letters, digits, '-', '_', '.', '~'); prefer the file or the environment to the flag, which other users can see.",
+        default_doc: "a random one, generated and printed at start (loopback listeners need none)",
+        unset_note: "a random one, printed at start, for a non-loopback listener",
+        example: "correct-horse-battery-staple",
+    }
+    serve_max_rows: usize = super::DEFAULT_SERVE_MAX_ROWS, values::COUNT, {
+        name: "serve.max_rows",
+        env: "FLOWSQL_SERVE_MAX_ROWS",
+        fallback_env: None,
+        flag: "--max-rows",
+        value_name: "N",
+        scope: Scope::Serve,
+        on_reload: OnReload::Restart,
+        help: "flowsql serve: rows a statement of the SQL view may return at most (a larger result is refused).",
+        default_doc: "`10000`",
+        unset_note: "",
+        example: "500",
+    }
+    serve_query_timeout: Duration = super::DEFAULT_SERVE_QUERY_TIMEOUT, values::DURATION, {
+        name: "serve.query_timeout",
+        env: "FLOWSQL_SERVE_QUERY_TIMEOUT",
+        fallback_env: None,
+        flag: "--query-timeout",
+        value_name: "DURATION",
+        scope: Scope::Serve,
+        on_reload: OnReload::Restart,
+        help: "flowsql serve: time a statement of the SQL view (or a view's query) may take at most.",
+        default_doc: "`30s`",
+        unset_note: "",
+        example: "5s",
     }
     /// A level or a `tracing` filter (`info`, `flowsql_capture=debug`).
     log_level: String = super::DEFAULT_LOG_LEVEL.to_owned(), values::LOG_LEVEL, {

@@ -136,6 +136,40 @@ pub const OPTIONAL_LISTEN_ADDR: Kind<Option<String>> = Kind {
     empty: Some(|| None),
 };
 
+/// `HOST:PORT`, always set.
+pub const LISTEN_ADDR: Kind<String> = Kind {
+    read: |raw| check_listen_addr(string_value(raw)?),
+    flag: check_listen_addr,
+    syntax: None,
+    show: |addr| Some(toml_text(addr)),
+    empty: None,
+};
+
+/// A secret of at least [`MIN_TOKEN_LEN`] letters, digits, `-`, `_`, `.`,
+/// `~` (they need no escaping in an address or a cookie); unset: none.
+pub const OPTIONAL_TOKEN: Kind<Option<String>> = Kind {
+    read: |raw| check_token(string_value(raw)?).map(Some),
+    flag: |text| check_token(text).map(Some),
+    syntax: None,
+    show: |token| token.as_deref().map(toml_text),
+    empty: Some(|| None),
+};
+
+/// The shortest token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// A token as [`OPTIONAL_TOKEN`] takes it.
+pub fn check_token(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+    if text.len() < MIN_TOKEN_LEN || !text.bytes().all(plain) {
+        return Err(format!(
+            "is not a token: give at least {MIN_TOKEN_LEN} letters, digits, '-', '_', '.' or '~'"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// A log level or a `tracing` filter.
 pub const LOG_LEVEL: Kind<String> = Kind {
     read: |raw| check_log_level(string_value(raw)?),

@@ -1,6 +1,6 @@
 //! `flowsql shell`: the interactive SQL shell over a data directory; with
-//! `--capture`, a capture runs beside it ([`BackgroundCapture`]) and its
-//! uncommitted rows are part of `flows`.
+//! `--capture`, a capture runs beside it ([`InProcessCapture`]) and its
+//! uncommitted rows are part of `flows` and `flow_ends`.
 //!
 //! With standard input not a terminal (`flowsql shell < file.sql`, a pipe)
 //! it behaves as `sqlite3 < file.sql`: no banner, no prompt, no history; it
@@ -9,13 +9,12 @@
 
 use std::io::{IsTerminal as _, Read as _};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use flowsql_query::{LiveFlows, OpenFlows, Session, SessionOptions};
-use flowsql_service::{BackgroundCapture, CaptureOptions, Config};
-use flowsql_store::LiveRows;
+use flowsql_query::{Session, SessionOptions};
+use flowsql_service::Config;
 
+use super::in_process::InProcessCapture;
 use crate::cli::ShellArgs;
 use crate::output::OutputMode;
 use crate::repl::{self, ReplOptions};
@@ -28,35 +27,13 @@ pub fn run(args: ShellArgs, config: Config) -> anyhow::Result<ExitCode> {
     } else {
         super::existing_store(&config)?
     };
-    let watched = config
-        .cgroup
-        .value
-        .as_deref()
-        .map_or_else(|| "the whole host".to_owned(), |c| c.display().to_string());
     // With --capture: attach first (and say why not, before any prompt),
     // then query the store and the capture's uncommitted rows together.
-    let live = args.capture.then(LiveRows::new);
-    let mut open_flows: Option<Arc<dyn OpenFlows>> = None;
-    let capture = match &live {
-        Some(live) => {
-            let (queries, requests) = flowsql_service::OpenFlows::channel();
-            open_flows = Some(Arc::new(CaptureOpenFlows(queries)));
-            Some(BackgroundCapture::start(CaptureOptions {
-                config,
-                store: true,
-                json: None,
-                duration: None,
-                live: Some(Arc::clone(live)),
-                open_flows: Some(requests),
-            })?)
-        }
-        None => None,
-    };
-    let options = SessionOptions {
-        live: live.map(|l| l as Arc<dyn LiveFlows>),
-        open_flows,
-        ..SessionOptions::new(&dir)
-    };
+    let capture = args.capture.then(|| InProcessCapture::start(config)).transpose()?;
+    let mut options = SessionOptions::new(&dir);
+    if let Some(capture) = &capture {
+        options = capture.session_options(options);
+    }
     let session = Session::open(options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -64,9 +41,10 @@ pub fn run(args: ShellArgs, config: Config) -> anyhow::Result<ExitCode> {
         .context("failed to start the async runtime")?;
     let interactive = std::io::stdin().is_terminal();
     if let Some(capture) = &capture {
-        let mut lines = capture.unavailable.clone();
+        let mut lines = capture.unavailable().to_vec();
         lines.push(format!(
-            "capturing TCP connections of {watched} into {}: they appear in `flows` and `flow_ends` at once, open ones in `open_flows`",
+            "capturing TCP connections of {} into {}: they appear in `flows` and `flow_ends` at once, open ones in `open_flows`",
+            capture.watched,
             dir.display()
         ));
         for line in lines {
@@ -101,16 +79,5 @@ async fn run_input(session: &Session) -> anyhow::Result<ExitCode> {
         Ok(_) => Ok(ExitCode::FAILURE),
         Err(error) if is_broken_pipe(&error) => Ok(ExitCode::SUCCESS),
         Err(error) => Err(error),
-    }
-}
-
-/// `open_flows` of the capture running beside the shell.
-#[derive(Debug)]
-struct CaptureOpenFlows(flowsql_service::OpenFlows);
-
-#[async_trait::async_trait]
-impl OpenFlows for CaptureOpenFlows {
-    async fn read(&self) -> Result<Vec<flowsql_store::RecordBatch>, String> {
-        self.0.read().await
     }
 }

@@ -750,10 +750,12 @@ mod dns {
     use hickory_proto::rr::rdata::{A, AAAA, CNAME};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    /// A fully qualified name (questions on the wire always are).
+    /// A fully qualified name (questions on the wire always are), its
+    /// labels taken as they are between the dots: any bytes, so that tests
+    /// can ask for hostile names (`<img src=x>.evil.test`).
     fn name(text: &str) -> Result<Name, String> {
-        let fqdn = if text.ends_with('.') { text.to_owned() } else { format!("{text}.") };
-        Name::from_ascii(&fqdn).map_err(|e| format!("bad name {text}: {e}"))
+        let labels = text.trim_end_matches('.').split('.').map(str::as_bytes);
+        Name::from_labels(labels).map_err(|e| format!("bad name {text}: {e}"))
     }
 
     pub fn resolve(server: SocketAddr, host: &str, aaaa: bool, tcp: bool) -> Result<(), String> {
