@@ -24,7 +24,8 @@ pub fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let listen = config.serve_listen.value.clone();
     let token = config.serve_token.value.clone();
     let token_source = config.serve_token.source.clone();
-    let limits = Limits { max_rows: config.serve_max_rows.value.max(1), timeout: config.serve_query_timeout.value };
+    let limits =
+        Limits { max_rows: config.serve_max_rows.value.max(1), timeout: config.serve_query_timeout.value };
     let capture = args.capture.then(|| InProcessCapture::start(config)).transpose()?;
     let mut options = SessionOptions::new(&dir);
     if let Some(capture) = &capture {
