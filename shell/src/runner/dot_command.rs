@@ -80,17 +80,17 @@ pub const COMMANDS: [CommandSpec; 13] = [
     CommandSpec {
         name: "headers",
         arguments: "on|off",
-        description: "Print a header row in table, box and csv modes (default on)",
+        description: "Print header rows in table, box and csv modes",
     },
     CommandSpec {
         name: "maxwidth",
         arguments: "N|auto",
-        description: "Fit tables into N characters, cutting values and columns (0: no limit; auto: the terminal's)",
+        description: "Fit tables into N characters (0: no limit; auto: the terminal's)",
     },
     CommandSpec {
         name: "maxrows",
         arguments: "N",
-        description: "Show at most N rows of a table, counting the rest (0, the default: all)",
+        description: "Show at most N rows of a table (0, the default: all)",
     },
     CommandSpec { name: "timer", arguments: "on|off", description: "Print how long each statement took" },
     CommandSpec {
@@ -102,7 +102,7 @@ pub const COMMANDS: [CommandSpec; 13] = [
     CommandSpec {
         name: "bail",
         arguments: "on|off",
-        description: "Stop a script at its first error (on: query -f, .read) or go on (off: piped shell)",
+        description: "Stop a script at its first error, or go on (a piped shell)",
     },
     CommandSpec {
         name: "read",
