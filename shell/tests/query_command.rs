@@ -275,6 +275,13 @@ fn from_first_and_results_without_columns() {
         text.push_str(&format!("=== --format {format}\n"));
         text.push_str(&flowsql(&data, &["query", "--format", format, "--", sql], ""));
     }
+    // The hot tier's rows (from 09:00) without columns are still rows.
+    text.push_str("=== hot rows\n");
+    text.push_str(&flowsql(
+        &data,
+        &["query", "SELECT FROM flows WHERE timestamp >= '2026-11-28T09:00:00Z'"],
+        "",
+    ));
     // Statements that return nothing print nothing.
     text.push_str("=== CREATE VIEW\n");
     text.push_str(&flowsql(&data, &["query", "CREATE VIEW v AS SELECT 1 AS one"], ""));
