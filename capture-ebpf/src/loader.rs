@@ -823,7 +823,13 @@ impl Capture {
     /// capability.
     pub fn detach(&mut self) {
         if !self.links.is_empty() {
-            self.links.clear();
+            // In the reverse order of attaching: the end and state hooks go
+            // before the begin hooks, so no connection is reported ending
+            // whose begin could no longer be reported (an end without its
+            // begin is a failed attempt or one begun before the capture).
+            while let Some(link) = self.links.pop() {
+                drop(link);
+            }
             tracing::info!(cgroup = ?self.cgroup, "capture detached");
         }
     }

@@ -174,7 +174,6 @@ pub struct ShellArgs {
 }
 
 #[cfg(feature = "sql")]
-#[cfg(feature = "sql")]
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -192,6 +191,7 @@ pub struct ServeArgs {
     pub serve: SettingFlags<ServeFlags>,
 }
 
+#[cfg(feature = "sql")]
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// SQL to run: one or more statements separated by ';', and dot commands (.tables, .mode csv, ...)

@@ -62,6 +62,9 @@ fn flow(
         dst_domains,
         cgroup_id: cgroup,
         host_name: Arc::from("testhost"),
+        flow_id: 0,
+        // Not attributed: the map names local nodes by their cgroup.
+        attribution: flowsql_event::Attribution::default(),
     }
 }
 
@@ -330,13 +333,23 @@ fn map_timeline_and_sql_views_show_the_store_as_the_cli_does() {
     browser.click("#tab-timeline");
     wait_for_render(&browser, before);
     let table = page_table(&browser, "#timeline-table");
-    assert_eq!(table[0], vec![Some("bucket".into()), Some("outgoing".into()), Some("incoming".into())]);
+    // The store has a (here empty) flow_ends table: failed attempts are counted, none.
+    assert_eq!(
+        table[0],
+        vec![
+            Some("bucket".into()),
+            Some("outgoing".into()),
+            Some("incoming".into()),
+            Some("failed attempts".into())
+        ]
+    );
     let expected = cli_csv(
         data.path(),
         &format!(
             "SELECT date_trunc('minute', timestamp) AS minute, \
                count(*) FILTER (WHERE connectionDirection = 'outgoing') AS outgoing, \
-               count(*) FILTER (WHERE connectionDirection = 'incoming') AS incoming \
+               count(*) FILTER (WHERE connectionDirection = 'incoming') AS incoming, \
+               0 AS failed \
              FROM flows WHERE timestamp >= to_timestamp_millis({SINCE_MS}) AND timestamp < to_timestamp_millis({UNTIL_MS}) \
              GROUP BY 1 ORDER BY 1"
         ),

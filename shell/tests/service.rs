@@ -163,7 +163,7 @@ level = "info"
     fails_with_one_line(
         flowsql().arg("config").arg("--config").arg(&top),
         &[&format!(
-            "{}: colour: unknown key (known at the top level: data_dir, [capture], [log])",
+            "{}: colour: unknown key (known at the top level: data_dir, [capture], [serve], [log])",
             top.display()
         )],
     );

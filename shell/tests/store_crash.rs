@@ -154,7 +154,7 @@ fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
             KillAt::Random => std::thread::sleep(Duration::from_millis(50 + rng.below(600))),
             KillAt::DuringExport => {
                 std::thread::sleep(Duration::from_millis(rng.below(300)));
-                if writer.wait_for("renamed ", &mut committed, Duration::from_secs(10)).is_some() {
+                if writer.wait_for("renamed ", &mut committed, Duration::from_secs(30)).is_some() {
                     killed_during_export += 1;
                 }
                 // The next file of this export, or the next export, is being written.
@@ -162,7 +162,7 @@ fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
             }
             KillAt::BetweenRenameAndCommit => {
                 std::thread::sleep(Duration::from_millis(rng.below(200)));
-                let line = writer.wait_for("renamed ", &mut committed, Duration::from_secs(10));
+                let line = writer.wait_for("renamed ", &mut committed, Duration::from_secs(30));
                 let path =
                     PathBuf::from(line.expect("an export renamed a file").trim_start_matches("renamed "));
                 assert!(path.exists(), "the renamed file is in place while paused");

@@ -36,7 +36,6 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use parquet::file::metadata::KeyValue;
@@ -73,7 +72,7 @@ pub struct ExportOptions {
     /// before the manifest commit, so a crash harness can kill the process
     /// in that window.
     #[cfg(feature = "test-support")]
-    pub pause_after_rename: Option<Duration>,
+    pub pause_after_rename: Option<std::time::Duration>,
 }
 
 impl ExportOptions {

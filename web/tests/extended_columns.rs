@@ -2,29 +2,37 @@
 //! (`processName`, `containerId`) and that has a `flow_ends` table (bytes,
 //! `endReason`): local nodes are processes and containers, edges carry
 //! bytes, failed attempts and resets, and the timeline counts failed
-//! attempts. The tables are declared here with the columns flowsql's design
-//! gives them, in a real store read by a real session.
+//! attempts. Real rows of both tables, in a real store read by a real
+//! session.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::record_batch::RecordBatch;
-use flowsql_event::{Direction, DomainList, FlowBegin};
+use flowsql_event::{Attribution, Direction, DomainList, EndReason, FlowBegin, FlowEnd, Side};
 use flowsql_query::{Session, SessionOptions};
-use flowsql_store::{EventTable, Store, batch_from_flows, flows_schema};
+use flowsql_store::test_util::TempDir;
+use flowsql_store::{Store, batch_from_ends, batch_from_flows};
 use flowsql_web::Limits;
 use flowsql_web::views::{self, Columns, Filters, Range, Stack, TimelineParams};
 
 const MINUTE_NS: i64 = 60_000_000_000;
 const T0: i64 = 1_795_824_000_000_000_000;
 
-fn flow(minute: i64, direction: Direction, dst: &str, domains: &[&str], cgroup: u64) -> FlowBegin {
+/// Who: a process, in a container or not.
+fn who(process: &str, container: &str) -> Attribution {
+    Attribution {
+        process_id: Some(4242),
+        process_name: Arc::from(process),
+        container_id: Arc::from(container),
+        ..Attribution::default()
+    }
+}
+
+fn flow(minute: i64, dst: &str, domains: &[&str], cgroup: u64, attribution: Attribution) -> FlowBegin {
     let names: DomainList = domains.iter().map(|n| Arc::<str>::from(*n)).collect();
     FlowBegin {
         timestamp_ns: T0 + minute * MINUTE_NS,
-        direction,
+        direction: Direction::Outgoing,
         src_ip: "10.0.0.5".parse::<IpAddr>().expect("ip"),
         dst_ip: dst.parse::<IpAddr>().expect("ip"),
         src_port: 50_000 + minute as u16,
@@ -33,72 +41,67 @@ fn flow(minute: i64, direction: Direction, dst: &str, domains: &[&str], cgroup: 
         dst_domains: names,
         cgroup_id: cgroup,
         host_name: Arc::from("h"),
+        flow_id: minute as u64,
+        attribution,
     }
 }
 
-/// `batch` with string columns appended.
-fn with_columns(batch: RecordBatch, extra: &[(&str, Vec<&str>)]) -> RecordBatch {
-    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    for (name, values) in extra {
-        fields.push(Field::new(*name, DataType::Utf8, false));
-        columns.push(Arc::new(StringArray::from(values.clone())));
+/// The end of `begin` (or of an attempt that never began, with the same
+/// fields), with its bytes and reason.
+fn end(begin: &FlowBegin, reason: EndReason, src_bytes: u64, dst_bytes: u64) -> FlowEnd {
+    FlowEnd {
+        timestamp_ns: begin.timestamp_ns + 1_000,
+        direction: begin.direction,
+        src_ip: begin.src_ip,
+        dst_ip: begin.dst_ip,
+        src_port: begin.src_port,
+        dst_port: begin.dst_port,
+        src_domains: begin.src_domains.clone(),
+        dst_domains: begin.dst_domains.clone(),
+        duration_ns: Some(1_000),
+        src_bytes,
+        dst_bytes,
+        src_packets: 1,
+        dst_packets: 1,
+        retransmits: 0,
+        rtt_micros: 50,
+        reason,
+        closed_by: Some(Side::Src),
+        begun_before_capture: false,
+        host_name: begin.host_name.clone(),
+        cgroup_id: begin.cgroup_id,
+        flow_id: begin.flow_id,
+        attribution: begin.attribution.clone(),
+        accepting_process_id: None,
+        accepting_process_name: Arc::from(""),
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("batch")
 }
 
 #[tokio::test]
 async fn processes_containers_bytes_and_failures_when_the_store_has_them() {
-    let dir = std::env::temp_dir().join(format!("flowsql-web-extended-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = TempDir::new("web-extended");
+    let dir = dir.path();
 
-    // Begins: curl (twice) and a container to one name; an incoming one.
-    let begins = batch_from_flows(&[
-        flow(1, Direction::Outgoing, "93.184.216.34", &["www.example.com"], 7),
-        flow(2, Direction::Outgoing, "93.184.216.34", &["www.example.com"], 7),
-        flow(3, Direction::Outgoing, "93.184.216.34", &["www.example.com"], 9),
-    ]);
-    let begins = with_columns(
-        begins,
-        &[("processName", vec!["curl", "curl", "nginx"]), ("containerId", vec!["", "", "c0ffee"])],
-    );
+    // Begins: curl (twice) and a container to one name.
+    let begins = [
+        flow(1, "93.184.216.34", &["www.example.com"], 7, who("curl", "")),
+        flow(2, "93.184.216.34", &["www.example.com"], 7, who("curl", "")),
+        flow(3, "93.184.216.34", &["www.example.com"], 9, who("nginx", "c0ffee")),
+    ];
     // Ends: the three begins with bytes, and two refused attempts and one
     // reset by curl to a name that never answered.
-    let ends_flows = [
-        flow(1, Direction::Outgoing, "93.184.216.34", &["www.example.com"], 7),
-        flow(2, Direction::Outgoing, "93.184.216.34", &["www.example.com"], 7),
-        flow(3, Direction::Outgoing, "93.184.216.34", &["www.example.com"], 9),
-        flow(4, Direction::Outgoing, "192.0.2.9", &["down.example"], 7),
-        flow(4, Direction::Outgoing, "192.0.2.9", &["down.example"], 7),
-        flow(5, Direction::Outgoing, "192.0.2.9", &["down.example"], 7),
+    let down = |minute| flow(minute, "192.0.2.9", &["down.example"], 7, who("curl", ""));
+    let ends = [
+        end(&begins[0], EndReason::Fin, 100, 1_000),
+        end(&begins[1], EndReason::Fin, 200, 2_000),
+        end(&begins[2], EndReason::Fin, 300, 3_000),
+        end(&down(4), EndReason::Refused, 0, 0),
+        end(&down(4), EndReason::Refused, 0, 0),
+        end(&down(5), EndReason::ResetReceived, 5, 0),
     ];
-    let ends = batch_from_flows(&ends_flows);
-    let ends = with_columns(
-        ends,
-        &[
-            ("processName", vec!["curl", "curl", "nginx", "curl", "curl", "curl"]),
-            ("containerId", vec!["", "", "c0ffee", "", "", ""]),
-            ("endReason", vec!["fin", "fin", "fin", "refused", "refused", "reset-received"]),
-        ],
-    );
-    let mut fields: Vec<Field> = ends.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    let mut columns = ends.columns().to_vec();
-    for (name, values) in
-        [("srcBytes", vec![100u64, 200, 300, 0, 0, 5]), ("dstBytes", vec![1_000, 2_000, 3_000, 0, 0, 0])]
-    {
-        fields.push(Field::new(name, DataType::UInt64, false));
-        columns.push(Arc::new(UInt64Array::from(values)));
-    }
-    let ends = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("ends batch");
-
-    let tables = vec![
-        EventTable::new("flows", begins.schema(), "timestamp").expect("flows table"),
-        EventTable::new("flow_ends", ends.schema(), "timestamp").expect("flow_ends table"),
-    ];
-    assert_eq!(begins.schema().fields().len(), flows_schema().fields().len() + 2);
-    let mut store = Store::open_with_tables(&dir, tables.clone()).expect("store");
-    store.insert("flows", &begins).expect("insert begins");
-    store.insert("flow_ends", &ends).expect("insert ends");
+    let mut store = Store::open(dir).expect("store");
+    store.insert("flows", &batch_from_flows(&begins)).expect("insert begins");
+    store.insert("flow_ends", &batch_from_ends(&ends)).expect("insert ends");
     let learned = |ip: &str, name: &str| flowsql_event::DomainObservation {
         ip: ip.parse().expect("ip"),
         name: Arc::from(name),
@@ -111,8 +114,7 @@ async fn processes_containers_bytes_and_failures_when_the_store_has_them() {
         .expect("domains");
     drop(store);
 
-    let session =
-        Session::open(SessionOptions { event_tables: tables, ..SessionOptions::new(&dir) }).expect("session");
+    let session = Session::open(SessionOptions::new(dir)).expect("session");
     let columns = Columns::of(&session);
     assert_eq!(columns, Columns { attribution: true, ends: true, ends_attribution: true });
     let range = Range { since: T0 / 1_000_000, until: T0 / 1_000_000 + 3_600_000 };
@@ -146,5 +148,4 @@ async fn processes_containers_bytes_and_failures_when_the_store_has_them() {
     let failed = timeline.failed.expect("failed attempts per bucket");
     assert_eq!(failed.iter().sum::<i64>(), 2, "two refused attempts (a reset is not a failed attempt)");
     assert_eq!(failed[4], 2, "both at minute 4");
-    let _ = std::fs::remove_dir_all(&dir);
 }

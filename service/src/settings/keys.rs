@@ -405,7 +405,7 @@ pub fn key(name: &str) -> Option<&'static Key> {
 }
 
 /// The tables of the file, in the order of their first key: `capture`,
-/// `capture.name_cache`, `log`.
+/// `capture.name_cache`, `serve`, `log`.
 pub fn tables() -> Vec<&'static str> {
     let mut tables: Vec<&'static str> = Vec::new();
     for key in KEYS {

@@ -94,10 +94,12 @@ fn an_unknown_or_misspelt_key_or_variable_is_refused_by_name() {
 fn keys_are_spelt_alike_in_the_file_the_environment_and_the_flags() {
     let mut seen = std::collections::BTreeSet::new();
     for key in KEYS {
-        // capture.name_cache.max_bytes: FLOWSQL_NAME_CACHE_MAX_BYTES, --name-cache-max-bytes.
+        // capture.name_cache.max_bytes: FLOWSQL_NAME_CACHE_MAX_BYTES, --name-cache-max-bytes;
+        // serve.max_rows (a flag of `flowsql serve`): FLOWSQL_SERVE_MAX_ROWS, --max-rows.
         let base = key.name.strip_prefix("capture.").unwrap_or(key.name).replace('.', "_");
         assert_eq!(key.env, format!("FLOWSQL_{}", base.to_ascii_uppercase()), "{}", key.name);
-        assert_eq!(key.flag, format!("--{}", base.replace('_', "-")), "{}", key.name);
+        let flag = base.strip_prefix("serve_").unwrap_or(&base);
+        assert_eq!(key.flag, format!("--{}", flag.replace('_', "-")), "{}", key.name);
         assert!(seen.insert(key.name), "{} declared twice", key.name);
         assert!(!key.help.is_empty() && !key.default_doc.is_empty(), "{} is documented", key.name);
         // A setting that can be unset says what that means; one that does
@@ -146,7 +148,10 @@ fn file_errors_name_the_file_the_key_and_the_reason() {
             "[capture]\nexprt_every = \"5m\"",
             "capture.exprt_every: unknown key (known in [capture]: cgroup, ring_buffer_bytes, export_every, retain, metrics_addr, shutdown_timeout, [capture.name_cache])",
         ),
-        ("colour = \"blue\"", "colour: unknown key (known at the top level: data_dir, [capture], [log])"),
+        (
+            "colour = \"blue\"",
+            "colour: unknown key (known at the top level: data_dir, [capture], [serve], [log])",
+        ),
         ("capture = 1", "capture: must be a table ([capture])"),
         (
             "[capture]\nring_buffer_bytes = 5000",
@@ -290,5 +295,5 @@ fn the_printed_configuration_reads_back_the_same() {
 
 #[test]
 fn the_tables_of_the_file_come_from_the_keys() {
-    assert_eq!(keys::tables(), ["capture", "capture.name_cache", "log"]);
+    assert_eq!(keys::tables(), ["capture", "capture.name_cache", "serve", "log"]);
 }
