@@ -205,6 +205,15 @@ fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
 }
 
 #[test]
+fn bail_off_goes_on_after_errors_and_still_fails() {
+    let data = fixture("bail-off");
+    golden!(
+        "bail_off",
+        flowsql(&data, &["query", ".bail off\nSELECT nope FROM flows;\nSELECT 1 AS still_run;"], "")
+    );
+}
+
+#[test]
 fn read_commands_never_make_a_data_directory() {
     let temp = flowsql_store::test_util::TempDir::new("shell-no-store");
     let missing = temp.path().join("typo");

@@ -38,10 +38,13 @@ pub fn run(args: QueryArgs, config: &Config) -> anyhow::Result<ExitCode> {
         .context("failed to start the async runtime")?;
     let result = runtime.block_on(async {
         let mut runner = Runner::new(&session, args.format)?;
-        runner.run_script(&script, source.as_deref()).await.map(drop)
+        runner.run_script(&script, source.as_deref()).await?;
+        // With `.bail off` errors were printed and the script went on.
+        Ok(runner.failures())
     });
     match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(0) => Ok(ExitCode::SUCCESS),
+        Ok(_) => Ok(ExitCode::FAILURE),
         // `flowsql query ... | head` is not an error.
         Err(error) if is_broken_pipe(&error) => Ok(ExitCode::SUCCESS),
         Err(error) => Err(error),
