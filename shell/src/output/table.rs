@@ -474,6 +474,29 @@ mod tests {
     }
 
     #[test]
+    fn cut_values_end_in_an_ellipsis_within_their_width() {
+        assert_eq!(super::cut("short", 10), "short");
+        assert_eq!(super::cut("www.example.com", 8), "www.exa…");
+        // Wide characters count twice.
+        assert_eq!(super::cut("例え.テスト", 6), "例え.…");
+        assert_eq!(super::cut("例え.テスト", 5), "例え…");
+    }
+
+    #[test]
+    fn fitting_keeps_both_ends_around_an_ellipsis_column() {
+        let layout = super::fit(&[30, 19, 9, 9, 5, 5, 11], 60);
+        assert_eq!(layout.columns, [Some(0), None, Some(5), Some(6)]);
+        assert!(!layout.cut);
+        let widths = layout.widths.iter().map(|w| w + 3).sum::<usize>() + 1;
+        assert!(widths <= 60, "{widths}");
+        // All columns cut to one width when that is enough.
+        let layout = super::fit(&[40, 40], 60);
+        assert_eq!(layout.columns, [Some(0), Some(1)]);
+        assert_eq!(layout.widths, [26, 26]);
+        assert!(layout.cut);
+    }
+
+    #[test]
     fn plans_keep_their_lines() {
         let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
         let batch = RecordBatch::try_new(
