@@ -36,7 +36,7 @@ ip -n demo-c addr add 10.20.0.1/24 dev demo-a; ip -n demo-s addr add 10.20.0.2/2
 ip -n demo-s addr add 10.20.0.3/24 dev demo-b; ip -n demo-s addr add 10.20.0.4/24 dev demo-b
 ip -n demo-c link set demo-a up; ip -n demo-s link set demo-b up
 # The far side drops SYNs to port 9000 (attempts time out).
-echo 'table inet demo { chain input { type filter hook input priority 0; tcp dport 9000 drop; } }' | ip netns exec demo-s nft -f -
+printf 'table inet demo {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 9000 drop\n }\n}\n' | ip netns exec demo-s nft -f -
 dns() { ip netns exec demo-c dnsmasq -d --conf-file=/dev/null --no-resolv --no-hosts --user=root --group=root --pid-file= --port=53 --listen-address=127.0.0.1 --bind-interfaces "$@" >/dev/null 2>&1 & echo $!; }
 D=$(dns --host-record=api.example.com,10.20.0.2,20 --cname=www.shop.example,edge.cdn.example.net,20 --host-record=edge.cdn.example.net,10.20.0.3,20 --host-record=db.internal.example,10.20.0.4,20)
 sleep 0.5
