@@ -11,12 +11,16 @@
 //! Output aliases that match a column name are rewritten too, so that an
 //! alias and an `ORDER BY` that refers to it stay the same name, and so are
 //! the columns of `JOIN ... USING (hostName, flowId)`.
+//!
+//! One more DuckDB habit: a query that starts with `FROM` and has no
+//! `SELECT` (`FROM flows LIMIT 3`) selects every column, as `SELECT *`.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, JoinConstraint, JoinOperator, ObjectNamePart, SelectItem, VisitMut, VisitorMut,
+    Expr, Ident, JoinConstraint, JoinOperator, ObjectNamePart, SelectFlavor, SelectItem, VisitMut,
+    VisitorMut, WildcardAdditionalOptions,
 };
 
 /// Known column names, keyed by their lower-case form.
@@ -66,6 +70,10 @@ impl VisitorMut for Rewriter<'_> {
     }
 
     fn pre_visit_select(&mut self, select: &mut datafusion::sql::sqlparser::ast::Select) -> ControlFlow<()> {
+        if select.flavor == SelectFlavor::FromFirstNoSelect && select.projection.is_empty() {
+            select.projection.push(SelectItem::Wildcard(WildcardAdditionalOptions::default()));
+            select.flavor = SelectFlavor::Standard;
+        }
         for item in &mut select.projection {
             if let SelectItem::ExprWithAlias { alias, .. } = item {
                 self.names.canonicalize(alias);
@@ -130,6 +138,13 @@ mod tests {
             rewritten("SELECT f.srcip FROM flows f WHERE f.SRCIP = '10.0.0.1' ORDER BY timestamp"),
             r#"SELECT f."srcIP" FROM flows f WHERE f."srcIP" = '10.0.0.1' ORDER BY "timestamp""#
         );
+    }
+
+    #[test]
+    fn from_first_without_select_selects_every_column() {
+        assert_eq!(rewritten("FROM flows LIMIT 3"), "SELECT * FROM flows LIMIT 3");
+        assert_eq!(rewritten("FROM flows SELECT dstdomains"), r#"FROM flows SELECT "dstDomains""#);
+        assert_eq!(rewritten("SELECT FROM flows"), "SELECT FROM flows");
     }
 
     #[test]

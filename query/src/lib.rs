@@ -142,7 +142,9 @@ pub struct TableInfo {
 /// Opens the store read-only: queries never write, so reading the data
 /// directory is all they need (a member of its group can query a store
 /// that root's capture writes). A data directory with no database yet is
-/// created first, when the user may (a new user's first `flowsql shell`).
+/// created first, when the user may: for a program's own sessions (tests,
+/// benchmarks). The `flowsql` commands refuse such a directory before they
+/// get here (`DataDir::check_holds_store`), unless they capture.
 fn open_for_reading(
     dir: &std::path::Path,
     tables: &[EventTable],

@@ -50,7 +50,7 @@ impl BackgroundCapture {
                             let _ = stop_rx.await;
                         })
                         .await?;
-                    capture.shutdown().await
+                    capture.shutdown().await.map(drop)
                 })
             })
             .map_err(|source| ServiceError::Start { what: "the capture thread", source })?;

@@ -156,9 +156,28 @@ impl std::fmt::Debug for CaptureService {
     }
 }
 
+/// What a capture did, from its start to its stop: for the line a command
+/// prints when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureSummary {
+    /// Records that became rows (connection begins and ends).
+    pub events: u64,
+    /// Records the kernel could not deliver (ring buffer full).
+    pub lost: u64,
+    /// Rows committed to the data directory (`None`: not storing).
+    pub rows_stored: Option<u64>,
+    /// Rows the data directory could not keep.
+    pub rows_not_stored: u64,
+}
+
 /// Runs a capture as `flowsql capture` does, on a runtime of its own: start,
-/// run until SIGINT, SIGTERM or the duration, shut down.
-pub fn run_service(options: CaptureOptions, service: Service) -> Result<(), ServiceError> {
+/// run until SIGINT, SIGTERM or the duration, shut down. `started` is
+/// called once the capture runs.
+pub fn run_service(
+    options: CaptureOptions,
+    service: Service,
+    started: impl FnOnce(),
+) -> Result<CaptureSummary, ServiceError> {
     // Before any thread of the capture starts.
     allocator::tune_for_capture();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -167,6 +186,7 @@ pub fn run_service(options: CaptureOptions, service: Service) -> Result<(), Serv
         .map_err(|source| ServiceError::Start { what: "the async runtime", source })?;
     let result = runtime.block_on(async {
         let mut capture = CaptureService::start(options, Supervision::Service(service)).await?;
+        started();
         capture.run(std::future::pending()).await?;
         capture.shutdown().await
     });
@@ -203,6 +223,11 @@ impl CaptureService {
             ring_buffer_bytes: config.ring_buffer_bytes.value,
             ..CaptureConfig::default()
         };
+        // A data directory that can never be one is refused before anything
+        // is attached (one that cannot be written yet is waited for).
+        if let Some(dir) = &store_dir {
+            flowsql_store::DataDir::new(dir).check_can_be_created()?;
+        }
         let (capture, reader) = Capture::attach(&capture_config)?;
         let host_name = crate::remote::host_name(&config);
         let mut assembler = FlowAssembler::with_name_cache(host_name.as_str(), config.name_cache());
@@ -317,8 +342,8 @@ impl CaptureService {
 
     /// Detaches, drains, commits every row and stops the export (see the
     /// module documentation); the wait for the store is bounded for a
-    /// service.
-    pub async fn shutdown(self) -> Result<(), ServiceError> {
+    /// service. Returns what the capture did.
+    pub async fn shutdown(self) -> Result<CaptureSummary, ServiceError> {
         let CaptureService {
             mut supervision,
             config,
@@ -346,6 +371,7 @@ impl CaptureService {
         sink.flush();
         drop(capture);
         let final_counters = sink.counters(counters, reader.fill());
+        let (events, lost) = (final_counters.events, final_counters.lost);
         let waiting = sink.writer.as_ref().map_or(0, StoreWriter::backlog);
         let finished = finish_store(sink.writer.take(), export, final_counters)?;
         let done = match shutdown::within(finished, deadline, supervision.next_stop()).await {
@@ -355,7 +381,7 @@ impl CaptureService {
             }
             Err(Cut::Again(signal)) => return Err(ServiceError::StoppedAgain { signal, waiting }),
         };
-        if let Some(done) = done {
+        if let Some(done) = &done {
             if done.rows_not_stored > 0 {
                 tracing::warn!(rows = done.rows_not_stored, "some flows could not be stored");
             }
@@ -365,11 +391,17 @@ impl CaptureService {
             tracing::warn!(lost = counters.lost(), "the ring buffer was full: flows were lost");
         }
         tracing::info!(?counters, undecodable = sink.undecodable, took = ?stopping.elapsed(), "capture stopped");
+        let summary = CaptureSummary {
+            events,
+            lost,
+            rows_stored: done.as_ref().map(|d| d.rows_stored),
+            rows_not_stored: done.as_ref().map_or(0, |d| d.rows_not_stored),
+        };
         match sink.failed {
             // A reader that went away (`| head`) is a normal way to stop.
-            Some(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Some(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(summary),
             Some(error) => Err(ServiceError::Output(error)),
-            None => Ok(()),
+            None => Ok(summary),
         }
     }
 }
@@ -382,7 +414,9 @@ impl CaptureService {
 fn prepare_store(dir: &Path) -> Result<Vec<flowsql_event::DomainObservation>, ServiceError> {
     let store = match Store::open(dir) {
         Ok(store) => store,
-        Err(error @ StoreError::SchemaTooNew { .. }) => return Err(error.into()),
+        Err(error @ (StoreError::SchemaTooNew { .. } | StoreError::NotADirectory { .. })) => {
+            return Err(error.into());
+        }
         Err(error) => {
             tracing::error!(
                 error = %error_chain(&error),

@@ -34,7 +34,9 @@ mod supervision;
 pub mod systemd;
 
 pub use background::BackgroundCapture;
-pub use capture::{CaptureOptions, CaptureService, OpenFlows, OpenFlowsRequests, Stopped, run_service};
+pub use capture::{
+    CaptureOptions, CaptureService, CaptureSummary, OpenFlows, OpenFlowsRequests, Stopped, run_service,
+};
 pub use error::{ServiceError, error_chain};
 pub use settings::{Config, ConfigError, Layers};
 pub use supervision::{Service, Supervision};

@@ -21,6 +21,7 @@ mod status;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use flowsql_service::Config;
 use flowsql_service::logging::{self, Destination};
 
@@ -47,6 +48,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "sql")]
         Command::Serve(args) => serve::run(args, config),
     }
+}
+
+/// The data directory of a command that reads a store and must not make
+/// one (`query`, `shell`, `status`, `export`): refused, naming the path,
+/// unless it holds one.
+fn existing_store(config: &Config) -> anyhow::Result<std::path::PathBuf> {
+    let dir = config.data_dir()?;
+    flowsql_store::DataDir::new(&dir).check_holds_store()?;
+    // Queries find Parquet files by absolute paths: `--data-dir data` is
+    // made `$PWD/data`.
+    std::path::absolute(&dir).with_context(|| format!("cannot resolve {}", dir.display()))
 }
 
 /// Where log messages go: stderr (never stdout, which carries data), or

@@ -4,7 +4,6 @@
 
 mod cli;
 mod commands;
-#[cfg(feature = "sql")]
 mod output;
 #[cfg(feature = "sql")]
 mod repl;

@@ -1,5 +1,6 @@
 //! Printing query results in the output modes of `flowsql shell` and
-//! `flowsql query`: `table`, `csv`, `json`, `ndjson` and `line`.
+//! `flowsql query`: `table`, `box`, `markdown`, `csv`, `json`, `ndjson` and
+//! `line`.
 //!
 //! Every printer writes to any [`io::Write`] one batch at a time, so a result
 //! streams from DataFusion to the terminal or a file without being collected
@@ -29,19 +30,23 @@ use std::fmt;
 use std::io::{self, Write};
 use std::str::FromStr;
 
-use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Schema};
-use datafusion::arrow::record_batch::RecordBatch;
+use arrow::array::ArrayRef;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Schema};
+use arrow::record_batch::RecordBatch;
 
 use self::value::{Value, rfc3339};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputMode {
-    /// Aligned columns in a box, with a row count (for people).
+    /// Aligned columns in an ASCII box, with a row count (for people).
     #[default]
     Table,
+    /// As table, drawn with Unicode box-drawing characters (DuckDB's and sqlite3's `.mode box`).
+    Box,
+    /// A Markdown (GitHub) table, numbers aligned right.
+    Markdown,
     /// Comma-separated values with a header row (RFC 4180).
     Csv,
     /// One JSON array of objects.
@@ -53,12 +58,21 @@ pub enum OutputMode {
 }
 
 impl OutputMode {
-    pub const ALL: [OutputMode; 5] =
-        [OutputMode::Table, OutputMode::Csv, OutputMode::Json, OutputMode::Ndjson, OutputMode::Line];
+    pub const ALL: [OutputMode; 7] = [
+        OutputMode::Table,
+        OutputMode::Box,
+        OutputMode::Markdown,
+        OutputMode::Csv,
+        OutputMode::Json,
+        OutputMode::Ndjson,
+        OutputMode::Line,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             OutputMode::Table => "table",
+            OutputMode::Box => "box",
+            OutputMode::Markdown => "markdown",
             OutputMode::Csv => "csv",
             OutputMode::Json => "json",
             OutputMode::Ndjson => "ndjson",
@@ -84,12 +98,38 @@ impl FromStr for OutputMode {
     }
 }
 
+/// How a result is laid out, beyond its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrintOptions {
+    /// A header row (table, box and csv modes; markdown always has one).
+    pub headers: bool,
+    /// Line breaks in strings stay line breaks in table and line modes
+    /// instead of `\n`: only for text flowsql itself wrote (query plans).
+    pub keep_newlines: bool,
+    /// Fit tables (table, box, markdown) into this many characters a line,
+    /// cutting long values and leaving out middle columns; `None`: no limit.
+    pub max_width: Option<usize>,
+    /// Print at most this many rows of a table; `None`: all.
+    pub max_rows: Option<usize>,
+    /// Whether the result is a query's: one without columns then says so
+    /// (a `SET` or `CREATE VIEW` prints nothing).
+    pub query: bool,
+}
+
+impl Default for PrintOptions {
+    fn default() -> Self {
+        PrintOptions { headers: true, keep_newlines: false, max_width: None, max_rows: None, query: true }
+    }
+}
+
 /// Prints one result, batch by batch.
 #[derive(Debug)]
 pub struct ResultPrinter {
     format: Format,
-    /// A result without columns (from `SET` or `CREATE VIEW`) prints nothing.
+    /// A result without columns.
     no_columns: bool,
+    /// Say how many rows a query without columns gave.
+    say_no_columns: bool,
     rows: u64,
 }
 
@@ -102,28 +142,40 @@ enum Format {
 }
 
 impl ResultPrinter {
-    /// A printer for results of `schema`. With `keep_newlines`, table and
-    /// line modes print line breaks in strings as line breaks instead of
-    /// `\n`: only for text flowsql itself wrote, such as query plans.
-    pub fn new(mode: OutputMode, schema: &Schema, keep_newlines: bool) -> Self {
+    /// A printer for results of `schema`.
+    pub fn new(mode: OutputMode, schema: &Schema, options: PrintOptions) -> Self {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let table = |style| {
+            let numeric: Vec<bool> =
+                schema.fields().iter().map(|f| value::is_numeric(f.data_type())).collect();
+            Format::Table(table::TablePrinter::new(&names, &numeric, style, options))
+        };
         let format = match mode {
-            OutputMode::Table => {
-                let numeric: Vec<bool> =
-                    schema.fields().iter().map(|f| value::is_numeric(f.data_type())).collect();
-                Format::Table(table::TablePrinter::new(&names, &numeric, keep_newlines))
-            }
-            OutputMode::Csv => Format::Csv(csv::CsvPrinter::new(&names)),
+            OutputMode::Table => table(table::Style::Ascii),
+            OutputMode::Box => table(table::Style::Box),
+            OutputMode::Markdown => table(table::Style::Markdown),
+            OutputMode::Csv => Format::Csv(csv::CsvPrinter::new(&names, options.headers)),
             OutputMode::Json => Format::Json(json::JsonPrinter::new(&names, json::Layout::Array)),
             OutputMode::Ndjson => Format::Json(json::JsonPrinter::new(&names, json::Layout::Lines)),
-            OutputMode::Line => Format::Line(line::LinePrinter::new(&names, keep_newlines)),
+            OutputMode::Line => Format::Line(line::LinePrinter::new(&names, options.keep_newlines)),
         };
-        ResultPrinter { format, no_columns: names.is_empty(), rows: 0 }
+        let no_columns = names.is_empty();
+        ResultPrinter { format, no_columns, say_no_columns: no_columns && options.query, rows: 0 }
     }
 
     /// Prints the rows of `batch`.
     pub fn write_batch<W: Write + ?Sized>(&mut self, out: &mut W, batch: &RecordBatch) -> io::Result<()> {
-        if self.no_columns || batch.num_rows() == 0 {
+        if self.no_columns {
+            self.rows += batch.num_rows() as u64;
+            // JSON has a way to write a row without columns: `{}`.
+            if self.say_no_columns
+                && let Format::Json(p) = &mut self.format
+            {
+                p.write_rows(out, &[], batch.num_rows())?;
+            }
+            return Ok(());
+        }
+        if batch.num_rows() == 0 {
             return Ok(());
         }
         let columns: Vec<ArrayRef> = batch.columns().iter().map(plain).collect::<io::Result<_>>()?;
@@ -139,7 +191,17 @@ impl ResultPrinter {
     /// Ends the result (closing brackets, the table's last rows and footer);
     /// returns the number of rows printed.
     pub fn finish<W: Write + ?Sized>(self, out: &mut W) -> io::Result<u64> {
-        if !self.no_columns {
+        if self.say_no_columns {
+            // A query that selects no columns (`SELECT FROM flows`) still
+            // says what it gave: in JSON, its empty objects; in CSV, which
+            // cannot hold a row without fields, a note on stderr.
+            let rows = format!("{} {}", self.rows, if self.rows == 1 { "row" } else { "rows" });
+            match self.format {
+                Format::Json(p) => p.finish(out)?,
+                Format::Csv(_) => eprintln!("note: the result has {rows} and no columns"),
+                Format::Table(_) | Format::Line(_) => writeln!(out, "({rows}, no columns)")?,
+            }
+        } else if !self.no_columns {
             match self.format {
                 Format::Table(p) => p.finish(out, self.rows)?,
                 Format::Csv(p) => p.finish(out)?,
@@ -153,13 +215,15 @@ impl ResultPrinter {
 }
 
 /// Prints a whole result held in memory.
+#[cfg(any(feature = "sql", test))]
 pub fn print_batches<W: Write + ?Sized>(
     out: &mut W,
     mode: OutputMode,
     schema: &Schema,
     batches: &[RecordBatch],
+    options: PrintOptions,
 ) -> io::Result<u64> {
-    let mut printer = ResultPrinter::new(mode, schema, false);
+    let mut printer = ResultPrinter::new(mode, schema, options);
     for batch in batches {
         printer.write_batch(out, batch)?;
     }
@@ -224,13 +288,11 @@ pub fn human_into(value: &Value<'_>, keep_newlines: bool, out: &mut String) {
 pub(crate) mod testing {
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{
-        ListBuilder, StringArray, StringBuilder, TimestampNanosecondArray, UInt16Array,
-    };
-    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    use datafusion::arrow::record_batch::RecordBatch;
+    use arrow::array::{ListBuilder, StringArray, StringBuilder, TimestampNanosecondArray, UInt16Array};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use arrow::record_batch::RecordBatch;
 
-    use super::{OutputMode, print_batches};
+    use super::{OutputMode, PrintOptions, print_batches};
 
     /// Three flows' worth of columns: a timestamp, a nullable string, a
     /// number and a list holding a hostile name and an empty list.
@@ -273,7 +335,8 @@ pub(crate) mod testing {
 
     pub fn render(mode: OutputMode, batch: &RecordBatch) -> String {
         let mut out = Vec::new();
-        print_batches(&mut out, mode, &batch.schema(), std::slice::from_ref(batch)).expect("print");
+        print_batches(&mut out, mode, &batch.schema(), std::slice::from_ref(batch), PrintOptions::default())
+            .expect("print");
         String::from_utf8(out).expect("utf-8")
     }
 }
@@ -287,7 +350,10 @@ mod tests {
         assert_eq!("csv".parse::<OutputMode>(), Ok(OutputMode::Csv));
         assert_eq!("NDJSON".parse::<OutputMode>(), Ok(OutputMode::Ndjson));
         let error = "xml".parse::<OutputMode>().expect_err("xml");
-        assert_eq!(error, "unknown output mode \"xml\": use one of table, csv, json, ndjson, line");
+        assert_eq!(
+            error,
+            "unknown output mode \"xml\": use one of table, box, markdown, csv, json, ndjson, line"
+        );
         for mode in OutputMode::ALL {
             assert_eq!(mode.to_string().parse::<OutputMode>(), Ok(mode));
         }

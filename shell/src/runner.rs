@@ -5,6 +5,7 @@
 //! back as one-line messages, with the position in the SQL where DataFusion
 //! knows it (`... at Line: 2, Column: 8`).
 
+mod copy;
 pub mod dot_command;
 
 use std::fs::File;
@@ -15,18 +16,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DataFusionError;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::sql::parser::Statement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use flowsql_query::{QueryError, Session};
 use futures::StreamExt as _;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::mpsc;
 
-use self::dot_command::{DotCommand, OutputTarget, help_text, is_dot_command};
-use crate::output::{OutputMode, ResultPrinter, print_batches};
+use self::dot_command::{DotCommand, MaxWidth, OutputTarget, help_text, is_dot_command};
+use crate::output::{OutputMode, PrintOptions, ResultPrinter, print_batches, terminal};
 use crate::sql_text::{InputState, input_state};
 
 /// `.read` files may read files, up to this depth (a file that reads itself
@@ -55,6 +57,16 @@ pub struct Runner<'s> {
     mode: OutputMode,
     timer: bool,
     output: Output,
+    /// `.once FILE`: where the next result goes.
+    once: Option<(PathBuf, BufWriter<File>)>,
+    headers: bool,
+    max_width: MaxWidth,
+    /// Rows of a table shown at most; 0: all.
+    max_rows: usize,
+    /// Whether a script stops at its first error (`.bail on`).
+    bail: bool,
+    /// Errors a script went on after (with `.bail off`).
+    failures: u64,
     read_depth: usize,
 }
 
@@ -64,7 +76,48 @@ impl<'s> Runner<'s> {
     pub fn new(session: &'s Session, mode: OutputMode) -> anyhow::Result<Self> {
         session.context().state_ref().write().config_mut().options_mut().sql_parser.collect_spans = true;
         let runtime = QueryRuntime::start()?;
-        Ok(Runner { session, runtime, mode, timer: false, output: Output::Stdout, read_depth: 0 })
+        Ok(Runner {
+            session,
+            runtime,
+            mode,
+            timer: false,
+            output: Output::Stdout,
+            once: None,
+            headers: true,
+            max_width: MaxWidth::Terminal,
+            max_rows: 0,
+            bail: true,
+            failures: 0,
+            read_depth: 0,
+        })
+    }
+
+    /// Whether scripts stop at their first error (`.bail on`, the default)
+    /// or print it and go on (`.bail off`, as sqlite3 reading its input).
+    pub fn set_bail(&mut self, bail: bool) {
+        self.bail = bail;
+    }
+
+    /// How many errors scripts went on after (with `.bail off`).
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// How a result is printed to a destination (`to_stdout`: standard
+    /// output, fitted to its terminal if it is one).
+    fn print_options(&self, to_stdout: bool, keep_newlines: bool, query: bool) -> PrintOptions {
+        let max_width = match self.max_width {
+            MaxWidth::Terminal if to_stdout => terminal::stdout_columns(),
+            MaxWidth::Terminal | MaxWidth::Fixed(0) => None,
+            MaxWidth::Fixed(width) => Some(width),
+        };
+        PrintOptions {
+            headers: self.headers,
+            keep_newlines,
+            max_width,
+            max_rows: (self.max_rows > 0).then_some(self.max_rows),
+            query,
+        }
     }
 
     /// After a cancelled query: gives its tasks a moment to stop and, if
@@ -87,34 +140,82 @@ impl<'s> Runner<'s> {
 
     async fn run_statement(&mut self, statement: Statement) -> anyhow::Result<()> {
         let started = Instant::now();
-        // Plans are text flowsql writes itself: their lines stay lines.
-        let keep_newlines = matches!(statement, Statement::Explain(_));
-        let mut batches = {
-            // DataFusion spawns its tasks on the current runtime: the query runtime.
-            let handle = self.runtime.handle()?;
-            let _context = handle.enter();
-            let stream = self.session.execute(statement).await.map_err(describe)?;
-            Batches::spawn(stream)
-        };
-        let mut printer = ResultPrinter::new(self.mode, &batches.schema, keep_newlines);
-        let mut stdout;
-        let out: &mut dyn Write = match &mut self.output {
-            Output::Stdout => {
-                stdout = BufWriter::with_capacity(64 * 1024, io::stdout());
-                &mut stdout
+        // `.once FILE` takes this result, whatever becomes of it.
+        let mut once = self.once.take();
+        if let Some(copy) = copy::csv_target(&statement) {
+            let count = self.copy_to_csv(copy).await?;
+            self.print_result(&copy::count_batch(count)?, &mut once)?;
+        } else {
+            // Plans are text flowsql writes itself: their lines stay lines.
+            let keep_newlines = matches!(statement, Statement::Explain(_));
+            let query =
+                matches!(&statement, Statement::Statement(s) if matches!(**s, SqlStatement::Query(_)));
+            let mut batches = self.execute(statement).await?;
+            let to_stdout = once.is_none() && matches!(self.output, Output::Stdout);
+            let options = self.print_options(to_stdout, keep_newlines, query);
+            let mut printer = ResultPrinter::new(self.mode, &batches.schema, options);
+            let mut stdout;
+            let out: &mut dyn Write = match (&mut once, &mut self.output) {
+                (Some((_, file)), _) | (None, Output::File { file, .. }) => file,
+                (None, Output::Stdout) => {
+                    stdout = BufWriter::with_capacity(64 * 1024, io::stdout());
+                    &mut stdout
+                }
+            };
+            while let Some(batch) = batches.next().await {
+                let batch = batch.map_err(|e| describe(QueryError::from(e)))?;
+                printer.write_batch(out, &batch)?;
+                out.flush()?;
             }
-            Output::File { file, .. } => file,
-        };
-        while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(|e| describe(QueryError::from(e)))?;
-            printer.write_batch(out, &batch)?;
-            out.flush()?;
+            printer.finish(out)?;
         }
-        printer.finish(out)?;
+        if let Some((path, mut file)) = once {
+            file.flush().with_context(|| format!("cannot write {}", path.display()))?;
+        }
         if self.timer {
             say(format_args!("Time: {:.3} s", started.elapsed().as_secs_f64()))?;
         }
         Ok(())
+    }
+
+    /// Starts `statement` on the query runtime; its batches come as they
+    /// are computed.
+    async fn execute(&mut self, statement: Statement) -> anyhow::Result<Batches> {
+        // DataFusion spawns its tasks on the current runtime: the query runtime.
+        let handle = self.runtime.handle()?;
+        let _context = handle.enter();
+        let stream = self.session.execute(statement).await.map_err(describe)?;
+        Ok(Batches::spawn(stream))
+    }
+
+    /// `COPY ... TO 'FILE.csv'`, written by flowsql's own CSV printer (as
+    /// `.mode csv` and `--format csv` print): lists and structs as JSON in
+    /// one field, times in RFC 3339. Returns the rows written.
+    async fn copy_to_csv(&mut self, copy: copy::CsvCopy) -> anyhow::Result<u64> {
+        let query = match copy.source {
+            copy::CopySource::Query(query) => query,
+            copy::CopySource::Table(name) => {
+                let mut statements =
+                    self.session.parse(&format!("SELECT * FROM {name}")).map_err(describe)?;
+                statements.pop().context("no statement")?
+            }
+        };
+        let mut batches = self.execute(query).await?;
+        let path = PathBuf::from(&copy.target);
+        let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = BufWriter::with_capacity(64 * 1024, file);
+        let options = PrintOptions { headers: copy.header, ..PrintOptions::default() };
+        let mut printer = ResultPrinter::new(OutputMode::Csv, &batches.schema, options);
+        let written = async {
+            while let Some(batch) = batches.next().await {
+                let batch = batch.map_err(|e| describe(QueryError::from(e)))?;
+                printer.write_batch(&mut out, &batch)?;
+            }
+            let rows = printer.finish(&mut out)?;
+            out.flush()?;
+            Ok::<u64, anyhow::Error>(rows)
+        };
+        written.await.with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// Runs one dot command.
@@ -132,12 +233,33 @@ impl<'s> Runner<'s> {
             DotCommand::Mode(Some(mode)) => self.mode = mode,
             DotCommand::Mode(None) => say(format_args!("mode: {}", self.mode))?,
             DotCommand::Timer(Some(on)) => self.timer = on,
-            DotCommand::Timer(None) => say(format_args!("timer: {}", if self.timer { "on" } else { "off" }))?,
+            DotCommand::Timer(None) => say(format_args!("timer: {}", on_off(self.timer)))?,
             DotCommand::Output(Some(target)) => self.set_output(target)?,
             DotCommand::Output(None) => match &self.output {
                 Output::Stdout => say(format_args!("output: stdout"))?,
                 Output::File { path, .. } => say(format_args!("output: {}", path.display()))?,
             },
+            DotCommand::Once(path) => {
+                let file =
+                    File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                self.once = Some((path, BufWriter::new(file)));
+            }
+            DotCommand::Headers(Some(on)) => self.headers = on,
+            DotCommand::Headers(None) => say(format_args!("headers: {}", on_off(self.headers)))?,
+            DotCommand::MaxWidth(Some(width)) => self.max_width = width,
+            DotCommand::MaxWidth(None) => match self.max_width {
+                MaxWidth::Terminal => match terminal::stdout_columns() {
+                    Some(columns) => say(format_args!("maxwidth: the terminal's ({columns})"))?,
+                    None => say(format_args!("maxwidth: the terminal's (none: not a terminal)"))?,
+                },
+                MaxWidth::Fixed(0) => say(format_args!("maxwidth: 0 (no limit)"))?,
+                MaxWidth::Fixed(width) => say(format_args!("maxwidth: {width}"))?,
+            },
+            DotCommand::MaxRows(Some(rows)) => self.max_rows = rows,
+            DotCommand::MaxRows(None) if self.max_rows == 0 => say(format_args!("maxrows: 0 (all rows)"))?,
+            DotCommand::MaxRows(None) => say(format_args!("maxrows: {}", self.max_rows))?,
+            DotCommand::Bail(Some(on)) => self.bail = on,
+            DotCommand::Bail(None) => say(format_args!("bail: {}", on_off(self.bail)))?,
             DotCommand::Read(path) => return self.read_file(&path).await,
             DotCommand::Quit => return Ok(Flow::Quit),
         }
@@ -145,18 +267,30 @@ impl<'s> Runner<'s> {
     }
 
     /// Runs a script: SQL statements ending with `;` and dot commands on
-    /// lines of their own, in order, stopping at the first error. Errors
-    /// name `source`; their line numbers are the script's own.
-    pub async fn run_script(&mut self, script: &str, source: &str) -> anyhow::Result<Flow> {
+    /// lines of their own, in order. Errors name `source` (when there is
+    /// one: a file, `<stdin>`) and the line. At an error the script stops
+    /// (`.bail on`, the default), or prints it on stderr and goes on
+    /// (`.bail off`; [`failures`](Self::failures) counts them).
+    pub async fn run_script(&mut self, script: &str, source: Option<&str>) -> anyhow::Result<Flow> {
         let mut pending = String::new();
         let mut first_line = 0;
         for (index, line) in script.lines().enumerate() {
             if pending.is_empty() && is_dot_command(line) {
-                let command: DotCommand =
-                    line.parse().map_err(|message| anyhow!("{source}:{}: {message}", index + 1))?;
-                let flow = self.run_dot(command).await.with_context(|| format!("{source}:{}", index + 1))?;
-                if flow == Flow::Quit {
-                    return Ok(Flow::Quit);
+                let place = |message: String| match source {
+                    Some(source) => format!("{source}:{}: {message}", index + 1),
+                    None => message,
+                };
+                let result = match line.parse::<DotCommand>() {
+                    Ok(command) => self
+                        .run_dot(command)
+                        .await
+                        .map_err(|e| anyhow!(place(flowsql_service::error_chain(e.as_ref())))),
+                    Err(message) => Err(anyhow!(place(message))),
+                };
+                match result {
+                    Ok(Flow::Quit) => return Ok(Flow::Quit),
+                    Ok(Flow::Continue) => {}
+                    Err(error) => self.script_error(error)?,
                 }
                 continue;
             }
@@ -169,24 +303,49 @@ impl<'s> Runner<'s> {
                 InputState::Empty => pending.clear(),
                 InputState::Incomplete => {}
                 InputState::Complete => {
-                    self.run_script_sql(&pending, first_line, source).await?;
+                    let result = self.run_script_sql(&pending, first_line, source).await;
                     pending.clear();
+                    if let Err(error) = result {
+                        self.script_error(error)?;
+                    }
                 }
             }
         }
         // The last statement may lack its semicolon.
-        if input_state(&pending) != InputState::Empty {
-            self.run_script_sql(&pending, first_line, source).await?;
+        if input_state(&pending) != InputState::Empty
+            && let Err(error) = self.run_script_sql(&pending, first_line, source).await
+        {
+            self.script_error(error)?;
         }
         Ok(Flow::Continue)
     }
 
+    /// An error in a script: the script's end (`.bail on`), or a line on
+    /// stderr and a count (`.bail off`). Output that is gone ends it either way.
+    fn script_error(&mut self, error: anyhow::Error) -> anyhow::Result<()> {
+        if self.bail || is_broken_pipe(&error) {
+            return Err(error);
+        }
+        self.failures += 1;
+        eprintln!("error: {}", flowsql_service::error_chain(error.as_ref()));
+        Ok(())
+    }
+
     /// Runs SQL that starts on line `first_line` (0-based) of a script:
     /// blank lines in front keep DataFusion's line numbers the script's.
-    async fn run_script_sql(&mut self, sql: &str, first_line: usize, source: &str) -> anyhow::Result<()> {
+    async fn run_script_sql(
+        &mut self,
+        sql: &str,
+        first_line: usize,
+        source: Option<&str>,
+    ) -> anyhow::Result<()> {
         let mut text = "\n".repeat(first_line);
         text.push_str(sql);
-        self.run_sql(&text).await.with_context(|| source.to_owned())
+        let result = self.run_sql(&text).await;
+        match source {
+            Some(source) => result.with_context(|| source.to_owned()),
+            None => result,
+        }
     }
 
     async fn read_file(&mut self, path: &Path) -> anyhow::Result<Flow> {
@@ -196,7 +355,7 @@ impl<'s> Runner<'s> {
         let script =
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         self.read_depth += 1;
-        let flow = Box::pin(self.run_script(&script, &path.display().to_string())).await;
+        let flow = Box::pin(self.run_script(&script, Some(&path.display().to_string()))).await;
         self.read_depth -= 1;
         flow
     }
@@ -216,12 +375,36 @@ impl<'s> Runner<'s> {
         Ok(())
     }
 
-    fn print_batch(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+    /// Prints a result flowsql made itself (`.tables`, `.schema`, a
+    /// COPY's count), to `.once`'s file if given, else to `.output`'s.
+    fn print_result(
+        &mut self,
+        batch: &RecordBatch,
+        once: &mut Option<(PathBuf, BufWriter<File>)>,
+    ) -> anyhow::Result<()> {
         let batches = std::slice::from_ref(batch);
-        match &mut self.output {
-            Output::Stdout => print_batches(&mut io::stdout().lock(), self.mode, &batch.schema(), batches)?,
-            Output::File { file, .. } => print_batches(file, self.mode, &batch.schema(), batches)?,
+        let to_stdout = once.is_none() && matches!(self.output, Output::Stdout);
+        let options = self.print_options(to_stdout, false, true);
+        let schema = batch.schema();
+        match (once, &mut self.output) {
+            (Some((_, file)), _) | (None, Output::File { file, .. }) => {
+                print_batches(file, self.mode, &schema, batches, options)?
+            }
+            (None, Output::Stdout) => {
+                print_batches(&mut io::stdout().lock(), self.mode, &schema, batches, options)?
+            }
         };
+        Ok(())
+    }
+
+    /// [`print_result`](Self::print_result) for a dot command: `.once`
+    /// takes it.
+    fn print_batch(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+        let mut once = self.once.take();
+        self.print_result(batch, &mut once)?;
+        if let Some((path, mut file)) = once {
+            file.flush().with_context(|| format!("cannot write {}", path.display()))?;
+        }
         Ok(())
     }
 
@@ -379,9 +562,21 @@ impl Drop for QueryRuntime {
     }
 }
 
+/// Whether `error` comes from writing to a reader that went away
+/// (`flowsql query ... | head`).
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// A line for the user on stdout (an error, not a panic, if stdout is gone).
 fn say(line: std::fmt::Arguments<'_>) -> io::Result<()> {
     writeln!(io::stdout(), "{line}")
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
 }
 
 fn as_strs(strings: &[String]) -> Vec<&str> {
@@ -396,39 +591,11 @@ fn string_batch(names: &[&str], columns: Vec<Vec<&str>>) -> anyhow::Result<Recor
     RecordBatch::try_new(Arc::new(schema), arrays).context("cannot build the result")
 }
 
-/// A column type in the words of the design: `string`, `uint16`,
-/// `list<string>`, `timestamp[ns, UTC]`.
+/// A column type as DESCRIBE, `arrow_typeof()` and DataFusion's messages
+/// name it: Arrow's names (`Utf8View`, `UInt16`, `List(Utf8)`,
+/// `Timestamp(ns, "UTC")`), which `arrow_cast(value, 'type')` accepts.
 pub fn type_name(data_type: &DataType) -> String {
-    match data_type {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
-        DataType::Boolean => "boolean".into(),
-        DataType::Int8 => "int8".into(),
-        DataType::Int16 => "int16".into(),
-        DataType::Int32 => "int32".into(),
-        DataType::Int64 => "int64".into(),
-        DataType::UInt8 => "uint8".into(),
-        DataType::UInt16 => "uint16".into(),
-        DataType::UInt32 => "uint32".into(),
-        DataType::UInt64 => "uint64".into(),
-        DataType::Float32 => "float32".into(),
-        DataType::Float64 => "float64".into(),
-        DataType::Timestamp(unit, zone) => {
-            let unit = match unit {
-                TimeUnit::Second => "s",
-                TimeUnit::Millisecond => "ms",
-                TimeUnit::Microsecond => "us",
-                TimeUnit::Nanosecond => "ns",
-            };
-            match zone {
-                Some(zone) => format!("timestamp[{unit}, {zone}]"),
-                None => format!("timestamp[{unit}]"),
-            }
-        }
-        DataType::List(item) | DataType::LargeList(item) | DataType::ListView(item) => {
-            format!("list<{}>", type_name(item.data_type()))
-        }
-        other => other.to_string(),
-    }
+    data_type.to_string()
 }
 
 /// A query error as one line, with the position DataFusion found for it
@@ -446,37 +613,4 @@ pub fn describe(error: QueryError) -> anyhow::Error {
         message.push_str(&format!(" at Line: {}, Column: {}", span.start.line, span.start.column));
     }
     anyhow::Error::msg(message)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn type_names_read_like_the_design() {
-        let schema = flowsql_store::flows_schema();
-        let names: Vec<String> = schema.fields().iter().map(|f| type_name(f.data_type())).collect();
-        assert_eq!(
-            names,
-            [
-                "timestamp[ns, UTC]",
-                "string",
-                "string",
-                "string",
-                "uint16",
-                "uint16",
-                "list<string>",
-                "list<string>",
-                "string",
-                "uint64",
-                "uint64",
-                "uint32",
-                "string",
-                "uint32",
-                "string",
-                "string",
-                "string"
-            ]
-        );
-    }
 }

@@ -91,6 +91,9 @@ fn the_agent_captures_stores_exports_and_reports() {
     let before = status(&data);
     assert_eq!(before["hot"]["rows"], 6, "{before}");
     assert_eq!(before["capture"]["total"]["rowsStored"], 6, "{before}");
+    // Times in JSON are RFC 3339 in UTC, as everywhere the CLI prints them.
+    let session = before["capture"]["latest"]["session"].as_str().expect("the session's start, as text");
+    assert!(chrono::DateTime::parse_from_rfc3339(session).is_ok() && session.ends_with('Z'), "{session}");
     let exported = succeeds(Command::new(FLOWSQL).arg("export").arg("--data-dir").arg(&data));
     assert!(exported.starts_with("exported 6 rows into 2 files"), "{exported}");
     let after = status(&data);

@@ -216,3 +216,81 @@ fn bad_options_are_refused() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("'--export-every <DURATION>'"));
 }
+
+#[test]
+fn capture_says_when_it_starts_and_what_it_did_when_it_stops() {
+    let cgroup = TestCgroup::new("announce");
+    let data = flowsql_tests::TempDir::new("announce");
+    let (_listener, port) = listener();
+    let mut child = Command::new(FLOWSQL)
+        .args(["capture", "--data-dir"])
+        .arg(data.path())
+        .arg("--cgroup")
+        .arg(cgroup.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flowsql starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    // The first line says it runs (the programs are attached by then).
+    let mut started = String::new();
+    stderr.read_line(&mut started).expect("read stderr");
+    assert_eq!(
+        started,
+        format!(
+            "capturing TCP connections of cgroup {} into {}; Ctrl-C to stop\n",
+            cgroup.path().display(),
+            data.path().display()
+        )
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..2 {
+        connect_from_cgroup(&cgroup, port);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).expect("read stderr");
+    let output = child.wait_with_output().expect("flowsql exits");
+    assert!(output.status.success(), "exit status {:?}: {rest}", output.status);
+    assert_eq!(output.stdout, b"", "nothing on stdout without --json");
+    // The last line says what it did: `stopped after 1.2 s: 2 connection
+    // begins and ends, 2 rows stored, 0 lost`.
+    let lines: Vec<&str> = rest.lines().collect();
+    assert_eq!(lines.len(), 1, "one line when it stops: {rest}");
+    let summary = lines[0];
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .filter(|n| !n.is_empty() && !n.contains('.'))
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    assert!(summary.starts_with("stopped after "), "{summary}");
+    assert!(
+        summary.contains(" connection begins and ends, ") && summary.ends_with(" rows stored, 0 lost"),
+        "{summary}"
+    );
+    let [events, stored, lost] = numbers[..] else { panic!("three counts in {summary:?}") };
+    assert!(events >= 2, "two connections began: {summary}");
+    assert_eq!((stored, lost), (events, 0), "{summary}");
+}
+
+#[test]
+fn a_file_as_the_data_directory_is_refused_before_capturing() {
+    let temp = flowsql_tests::TempDir::new("datafile");
+    let file = temp.path().join("not-a-directory");
+    std::fs::write(&file, "").expect("write a file");
+    fails_with(
+        Command::new(FLOWSQL).arg("capture").arg("--data-dir").arg(&file).args(["--duration", "1"]),
+        &format!("{} is not a directory", file.display()),
+    );
+    fails_with(
+        Command::new(FLOWSQL)
+            .arg("capture")
+            .arg("--data-dir")
+            .arg(file.join("data"))
+            .args(["--duration", "1"]),
+        &format!("{} is not a directory", file.display()),
+    );
+    assert_eq!(std::fs::read(&file).expect("the file"), b"", "the file is left as it was");
+}

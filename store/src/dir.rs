@@ -10,6 +10,7 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -52,10 +53,60 @@ impl DataDir {
         self.root.join(".export.lock")
     }
 
-    /// Creates the directory (mode 0750) if it does not exist.
+    /// Creates the directory (mode 0750) if it does not exist. A file in
+    /// its place, or in place of one of its parents, is
+    /// [`StoreError::NotADirectory`] naming that file.
     pub fn create(&self) -> Result<(), StoreError> {
+        if let Some(file) = file_in_the_way(&self.root) {
+            return Err(StoreError::NotADirectory { path: file });
+        }
         cold::create_dir_all(&self.root)
     }
+
+    /// Checks, without creating anything, that nothing keeps the directory
+    /// from being created: a file in its place, or in place of one of its
+    /// parents, is [`StoreError::NotADirectory`]. (A directory that cannot
+    /// be written now, a read-only or full file system, may be later.)
+    pub fn check_can_be_created(&self) -> Result<(), StoreError> {
+        match file_in_the_way(&self.root) {
+            Some(file) => Err(StoreError::NotADirectory { path: file }),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks, without creating or changing anything, that the directory
+    /// holds a store, for the commands that only read one: a missing
+    /// directory, or one without `flowsql.db`, is [`StoreError::NoStore`];
+    /// a file in its place is [`StoreError::NotADirectory`]. A database this
+    /// user may not look at passes: opening it says why it cannot be read.
+    pub fn check_holds_store(&self) -> Result<(), StoreError> {
+        if let Some(file) = file_in_the_way(&self.root) {
+            return Err(StoreError::NotADirectory { path: file });
+        }
+        match std::fs::metadata(&self.root) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoStore { path: self.root.clone(), reason: "it does not exist" });
+            }
+            Err(e) => return Err(StoreError::io("read", &self.root, e)),
+        }
+        match self.db_path().try_exists() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::NoStore { path: self.root.clone(), reason: "no flowsql.db" }),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+            Err(e) => Err(StoreError::io("read", self.db_path(), e)),
+        }
+    }
+}
+
+/// `path`, or the nearest of its parents, when it exists and is not a
+/// directory (following symbolic links): the file that keeps `path` from
+/// being a directory.
+fn file_in_the_way(path: &Path) -> Option<PathBuf> {
+    path.ancestors().filter(|p| !p.as_os_str().is_empty()).find_map(|p| match std::fs::metadata(p) {
+        Ok(meta) if !meta.is_dir() => Some(p.to_owned()),
+        _ => None,
+    })
 }
 
 /// An exclusive lock on a data directory's cold tier (`flock`), released

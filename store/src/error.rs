@@ -16,6 +16,10 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("{path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("{path} holds no flowsql data ({reason})")]
+    NoStore { path: PathBuf, reason: &'static str },
     #[error("failed to {action} in database {path}")]
     Sqlite {
         action: &'static str,

@@ -15,7 +15,12 @@ use super::in_process::InProcessCapture;
 use crate::cli::ServeArgs;
 
 pub fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
-    let dir = config.data_dir()?;
+    // A capture makes its data directory; a view that only reads does not.
+    let dir = if args.capture {
+        std::path::absolute(config.data_dir()?).context("cannot resolve the data directory")?
+    } else {
+        super::existing_store(&config)?
+    };
     let listen = config.serve_listen.value.clone();
     let token = config.serve_token.value.clone();
     let token_source = config.serve_token.source.clone();

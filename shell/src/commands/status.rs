@@ -1,5 +1,5 @@
 //! `flowsql status`: rows per tier, files, bytes, capture counters, last
-//! export.
+//! export. Every time it prints, in text and in JSON, is RFC 3339 in UTC.
 
 use std::process::ExitCode;
 
@@ -13,10 +13,7 @@ use crate::units::{grouped, human_bytes};
 use flowsql_service::Config;
 
 pub fn run(args: StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let dir = config.data_dir()?;
-    if !dir.join("flowsql.db").exists() {
-        anyhow::bail!("{} holds no flowsql data (no flowsql.db)", dir.display());
-    }
+    let dir = super::existing_store(config)?;
     // Read-only: reading the directory is all `status` needs.
     let store = Store::open_read_only(&dir)
         .with_context(|| format!("failed to open the data directory {}", dir.display()))?;
@@ -136,17 +133,22 @@ fn to_text(s: &StoreStatus) -> String {
     out
 }
 
-fn session_json(c: &SessionCounters) -> serde_json::Value {
-    serde_json::json!({
-        "session": c.session_ns,
-        "time": c.time_ns,
+/// One session's counters, with its start (`session`) and the time of
+/// the counters (`time`); a sum over sessions has no times.
+fn session_json(c: &SessionCounters, times: bool) -> serde_json::Value {
+    let mut json = serde_json::json!({
         "events": c.events,
         "lost": c.lost,
         "rowsStored": c.rows_stored,
         "rowsNotStored": c.rows_not_stored,
         "storeFailures": c.store_failures,
         "counters": c.counters,
-    })
+    });
+    if times && let Some(object) = json.as_object_mut() {
+        object.insert("session".into(), format_timestamp(c.session_ns).into());
+        object.insert("time".into(), format_timestamp(c.time_ns).into());
+    }
+    json
 }
 
 fn to_json(s: &StoreStatus) -> serde_json::Value {
@@ -183,8 +185,8 @@ fn to_json(s: &StoreStatus) -> serde_json::Value {
         })),
         "capture": {
             "sessions": s.capture.sessions,
-            "total": session_json(&s.capture.total),
-            "latest": s.capture.latest.as_ref().map(session_json),
+            "total": session_json(&s.capture.total, false),
+            "latest": s.capture.latest.as_ref().map(|latest| session_json(latest, true)),
             "loss": s.capture.total.loss(),
         },
     })

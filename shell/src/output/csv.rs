@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use datafusion::arrow::array::ArrayRef;
+use arrow::array::ArrayRef;
 
 use super::json;
 use super::value::{Value, rfc3339, value_at};
@@ -18,7 +18,8 @@ pub struct CsvPrinter {
 }
 
 impl CsvPrinter {
-    pub fn new(names: &[&str]) -> Self {
+    /// Without `headers`, no header row.
+    pub fn new(names: &[&str], headers: bool) -> Self {
         let mut header = String::new();
         for (i, name) in names.iter().enumerate() {
             if i > 0 {
@@ -27,7 +28,7 @@ impl CsvPrinter {
             push_field(&mut header, name);
         }
         header.push('\n');
-        CsvPrinter { header, header_written: false }
+        CsvPrinter { header, header_written: !headers }
     }
 
     pub fn write_rows<W: Write + ?Sized>(
@@ -100,9 +101,9 @@ fn push_field(out: &mut String, text: &str) {
 mod tests {
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::arrow::record_batch::RecordBatch;
+    use arrow::array::{Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
 
     use crate::output::OutputMode;
     use crate::output::testing::{render, sample};

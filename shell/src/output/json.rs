@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use datafusion::arrow::array::ArrayRef;
+use arrow::array::ArrayRef;
 
 use super::value::{Value, rfc3339, value_at};
 

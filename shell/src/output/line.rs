@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use datafusion::arrow::array::ArrayRef;
+use arrow::array::ArrayRef;
 
 use super::terminal;
 use super::value::value_at;

@@ -8,6 +8,26 @@
 //! overrides, zero-width characters, line and paragraph separators) as
 //! visible escapes: `\x1b`, `\n`, `\u{202e}`.
 
+/// The width of the terminal standard output writes to, in characters;
+/// `None` when standard output is not a terminal (a file, a pipe).
+#[cfg(feature = "sql")]
+pub fn stdout_columns() -> Option<usize> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which
+    // points to `size`, alive and writable for the whole call; the file
+    // descriptor is standard output's, which the process holds open.
+    let result = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    if result == 0 && size.ws_col > 0 {
+        return Some(usize::from(size.ws_col));
+    }
+    // A terminal that does not say its size: $COLUMNS, else 80.
+    Some(std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|c| *c > 0).unwrap_or(80))
+}
+
 /// Whether `c` must not reach a terminal raw.
 pub fn is_unsafe(c: char) -> bool {
     c.is_control()

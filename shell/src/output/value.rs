@@ -4,14 +4,14 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{
     DataType, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
     UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{DateTime, Utc};
 
 /// A cell, borrowing its strings from the array.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,11 +144,11 @@ pub fn is_numeric(data_type: &DataType) -> bool {
 mod tests {
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{
+    use arrow::array::{
         Date32Array, Decimal128Array, DictionaryArray, Int32Array, ListBuilder, StringArray, StringBuilder,
         StructArray, TimestampMillisecondArray, TimestampNanosecondArray,
     };
-    use datafusion::arrow::datatypes::{Field, Int8Type as Key};
+    use arrow::datatypes::{Field, Int8Type as Key};
 
     use super::*;
 

@@ -21,6 +21,16 @@ pub enum DotCommand {
     Timer(Option<bool>),
     /// Send results to a file or back to stdout, or show where they go.
     Output(Option<OutputTarget>),
+    /// Send the next result to a file.
+    Once(PathBuf),
+    /// Print a header row in table, box and csv modes, or show whether.
+    Headers(Option<bool>),
+    /// Fit tables into a width, or show it.
+    MaxWidth(Option<MaxWidth>),
+    /// Show at most this many rows of a table (0: all), or show it.
+    MaxRows(Option<usize>),
+    /// Stop a script at its first error, or go on; or show which.
+    Bail(Option<bool>),
     /// Run the SQL and dot commands of a file.
     Read(PathBuf),
     Quit,
@@ -31,6 +41,16 @@ pub enum DotCommand {
 pub enum OutputTarget {
     Stdout,
     File(PathBuf),
+}
+
+/// How wide a table may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxWidth {
+    /// The terminal's width when results go to one; no limit for a file or
+    /// a pipe.
+    Terminal,
+    /// This many characters, wherever results go; 0: no limit.
+    Fixed(usize),
 }
 
 /// One line of the command table.
@@ -44,7 +64,7 @@ pub struct CommandSpec {
 }
 
 /// Every dot command, in the order `.help` lists them.
-pub const COMMANDS: [CommandSpec; 8] = [
+pub const COMMANDS: [CommandSpec; 13] = [
     CommandSpec { name: "help", arguments: "", description: "Show this help" },
     CommandSpec { name: "tables", arguments: "", description: "List the tables" },
     CommandSpec {
@@ -54,14 +74,35 @@ pub const COMMANDS: [CommandSpec; 8] = [
     },
     CommandSpec {
         name: "mode",
-        arguments: "table|csv|json|ndjson|line",
+        arguments: "table|box|markdown|csv|json|ndjson|line",
         description: "Set how results are printed (no argument: show it)",
+    },
+    CommandSpec {
+        name: "headers",
+        arguments: "on|off",
+        description: "Print header rows in table, box and csv modes",
+    },
+    CommandSpec {
+        name: "maxwidth",
+        arguments: "N|auto",
+        description: "Fit tables into N characters (0: no limit; auto: the terminal's)",
+    },
+    CommandSpec {
+        name: "maxrows",
+        arguments: "N",
+        description: "Show at most N rows of a table (0, the default: all)",
     },
     CommandSpec { name: "timer", arguments: "on|off", description: "Print how long each statement took" },
     CommandSpec {
         name: "output",
         arguments: "FILE|stdout",
         description: "Write results to FILE (replaced), or back to stdout",
+    },
+    CommandSpec { name: "once", arguments: "FILE", description: "Write the next result to FILE (replaced)" },
+    CommandSpec {
+        name: "bail",
+        arguments: "on|off",
+        description: "Stop a script at its first error, or go on (a piped shell)",
     },
     CommandSpec {
         name: "read",
@@ -125,20 +166,41 @@ impl FromStr for DotCommand {
             ("mode", None) => DotCommand::Mode(None),
             ("mode", Some(mode)) => DotCommand::Mode(Some(mode.parse()?)),
             ("timer", None) => DotCommand::Timer(None),
-            ("timer", Some(state)) => DotCommand::Timer(Some(match state.to_ascii_lowercase().as_str() {
-                "on" | "true" | "yes" | "1" => true,
-                "off" | "false" | "no" | "0" => false,
-                _ => return Err(usage(name)),
-            })),
+            ("timer", Some(state)) => DotCommand::Timer(Some(on_off(state).ok_or_else(|| usage(name))?)),
             ("output", None) => DotCommand::Output(None),
             ("output", Some("stdout")) => DotCommand::Output(Some(OutputTarget::Stdout)),
             ("output", Some(path)) => DotCommand::Output(Some(OutputTarget::File(PathBuf::from(path)))),
             ("read", Some(path)) => DotCommand::Read(PathBuf::from(path)),
+            ("once", Some(path)) => DotCommand::Once(PathBuf::from(path)),
+            ("headers" | "header", None) => DotCommand::Headers(None),
+            ("headers" | "header", Some(state)) => {
+                DotCommand::Headers(Some(on_off(state).ok_or_else(|| usage("headers"))?))
+            }
+            ("bail", None) => DotCommand::Bail(None),
+            ("bail", Some(state)) => DotCommand::Bail(Some(on_off(state).ok_or_else(|| usage(name))?)),
+            ("maxwidth", None) => DotCommand::MaxWidth(None),
+            ("maxwidth", Some(width)) if width.eq_ignore_ascii_case("auto") => {
+                DotCommand::MaxWidth(Some(MaxWidth::Terminal))
+            }
+            ("maxwidth", Some(width)) => {
+                DotCommand::MaxWidth(Some(MaxWidth::Fixed(width.parse().map_err(|_| usage(name))?)))
+            }
+            ("maxrows", None) => DotCommand::MaxRows(None),
+            ("maxrows", Some(rows)) => DotCommand::MaxRows(Some(rows.parse().map_err(|_| usage(name))?)),
             ("quit" | "exit", None) => DotCommand::Quit,
-            ("help" | "tables" | "read" | "quit" | "exit", _) => return Err(usage(name)),
+            ("help" | "tables" | "read" | "once" | "quit" | "exit", _) => return Err(usage(name)),
             _ => return Err(format!("unknown command \".{name}\": type .help for the list")),
         };
         Ok(command)
+    }
+}
+
+/// `on`/`off` and their synonyms.
+fn on_off(state: &str) -> Option<bool> {
+    match state.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -183,6 +245,13 @@ mod tests {
         );
         assert_eq!(parse(".output"), Ok(DotCommand::Output(None)));
         assert_eq!(parse(".read q.sql"), Ok(DotCommand::Read("q.sql".into())));
+        assert_eq!(parse(".once out.csv"), Ok(DotCommand::Once("out.csv".into())));
+        assert_eq!(parse(".headers off"), Ok(DotCommand::Headers(Some(false))));
+        assert_eq!(parse(".maxwidth 100"), Ok(DotCommand::MaxWidth(Some(MaxWidth::Fixed(100)))));
+        assert_eq!(parse(".maxwidth auto"), Ok(DotCommand::MaxWidth(Some(MaxWidth::Terminal))));
+        assert_eq!(parse(".maxrows 0"), Ok(DotCommand::MaxRows(Some(0))));
+        assert_eq!(parse(".bail on"), Ok(DotCommand::Bail(Some(true))));
+        assert_eq!(parse(".mode box"), Ok(DotCommand::Mode(Some(OutputMode::Box))));
         assert_eq!(parse(".quit"), Ok(DotCommand::Quit));
         assert_eq!(parse(".exit"), Ok(DotCommand::Quit));
         assert_eq!(parse("\\q"), Ok(DotCommand::Quit));
@@ -194,7 +263,8 @@ mod tests {
     fn mistakes_say_what_is_expected() {
         assert_eq!(
             parse(".mode xml"),
-            Err("unknown output mode \"xml\": use one of table, csv, json, ndjson, line".into())
+            Err("unknown output mode \"xml\": use one of table, box, markdown, csv, json, ndjson, line"
+                .into())
         );
         assert_eq!(parse(".timer maybe"), Err("usage: .timer on|off".into()));
         assert_eq!(parse(".read"), Err("usage: .read FILE".into()));
@@ -213,7 +283,7 @@ mod tests {
             assert!(help.contains(&format!(".{}", spec.name)), "{help}");
             assert!(help.contains(spec.description), "{help}");
         }
-        assert!(help.contains(".mode table|csv|json|ndjson|line"));
+        assert!(help.contains(".mode table|box|markdown|csv|json|ndjson|line"));
     }
 
     #[test]
