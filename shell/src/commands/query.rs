@@ -14,7 +14,8 @@ use flowsql_query::{Session, SessionOptions};
 use flowsql_service::Config;
 
 pub fn run(args: QueryArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let dir = super::existing_store(config)?;
+    // With --source the fleet's files are queried, not a data directory.
+    let dir = if args.source.is_some() { None } else { Some(super::existing_store(config)?) };
     // Read the script before opening anything: a missing file is the error.
     // Errors name the script's source, but not for SQL given as an argument.
     let (script, source) = match (&args.file, args.sql) {
@@ -31,9 +32,10 @@ pub fn run(args: QueryArgs, config: &Config) -> anyhow::Result<ExitCode> {
         (None, None) => (read_stdin()?, Some("<stdin>".to_owned())),
     };
     // Cheap: no flow is read until a query runs.
-    let session = match &args.source {
-        Some(url) => super::fleet::open(url, config)?,
-        None => Session::open(SessionOptions::new(&dir))?,
+    let session = match (&args.source, &dir) {
+        (Some(url), _) => super::fleet::open(url, config)?,
+        (None, Some(dir)) => Session::open(SessionOptions::new(dir))?,
+        (None, None) => anyhow::bail!("no data directory to query"),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

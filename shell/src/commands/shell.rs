@@ -21,17 +21,20 @@ use crate::repl::{self, ReplOptions};
 use crate::runner::{Runner, is_broken_pipe};
 
 pub fn run(args: ShellArgs, config: Config) -> anyhow::Result<ExitCode> {
-    // A capture makes its data directory; a shell that only reads does not.
+    if args.source.is_some() && args.capture {
+        anyhow::bail!("--source queries the fleet's uploaded files: it cannot be combined with --capture");
+    }
+    // A capture makes its data directory; a shell that only reads does not
+    // (and one over the fleet's files needs none).
     let dir = if args.capture {
         std::path::absolute(config.data_dir()?).context("cannot resolve the data directory")?
+    } else if args.source.is_some() {
+        config.data_dir()?
     } else {
         super::existing_store(&config)?
     };
     // With --capture: attach first (and say why not, before any prompt),
     // then query the store and the capture's uncommitted rows together.
-    if args.source.is_some() && args.capture {
-        anyhow::bail!("--source queries the fleet's uploaded files: it cannot be combined with --capture");
-    }
     let fleet_config = config.clone();
     let capture = args.capture.then(|| InProcessCapture::start(config)).transpose()?;
     let mut options = SessionOptions::new(&dir);
