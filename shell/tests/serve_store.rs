@@ -26,6 +26,10 @@ use serde_json::{Value, json};
 
 const FLOWSQL: &str = env!("CARGO_BIN_EXE_flowsql");
 const HOSTILE: &str = "<img src=x onerror=alert(1)>.evil.test";
+/// An edge's remote end, direction, bytes, failed attempts and whether it
+/// is drawn as failing.
+type EdgeEnds = (String, String, Option<String>, Option<String>, bool);
+
 /// The container of cgroup 202's outgoing flows.
 const CONTAINER: &str = "4f2a0c9d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f";
 
@@ -387,7 +391,7 @@ fn map_timeline_and_sql_views_show_the_store_as_the_cli_does() {
         ]
     );
     // With connection ends: bytes both ways, failed attempts in red.
-    let ends: Vec<(String, String, Option<String>, Option<String>, bool)> = serde_json::from_value(browser.execute(
+    let ends: Vec<EdgeEnds> = serde_json::from_value(browser.execute(
         "return Array.from(document.querySelectorAll('#map-svg g.edge')).filter(g => g.dataset.local === 'curl').map(g => \
            [g.dataset.remote, g.dataset.direction, g.dataset.bytes || null, g.dataset.failed || null, g.classList.contains('failing')]);",
         vec![],
