@@ -1,5 +1,7 @@
-//! `flowsql serve` over a store with known flows, in headless Chromium: the
-//! map shows the expected nodes and edge counts, the timeline's per-minute
+//! `flowsql serve` over a store with known flows (attributed to processes and
+//! a container, one cgroup not, with connection ends: bytes and failed
+//! attempts), in headless Chromium: the map shows the expected nodes and edge
+//! counts, the timeline's per-minute
 //! counts equal the same SQL run through `flowsql query`, the SQL view's
 //! table (and its CSV download) equals `flowsql query --format csv`, errors
 //! say where, refused statements say why, and a hostile DNS name is shown
@@ -14,14 +16,22 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowsql_event::{Direction, DomainList, DomainObservation, FlowBegin};
-use flowsql_store::{ExportOptions, Store, TimeRange, batch_from_flows};
+use flowsql_event::{
+    Attribution, Direction, DomainList, DomainObservation, EndReason, FlowBegin, FlowEnd, Side,
+};
+use flowsql_store::{ExportOptions, Store, TimeRange, batch_from_ends, batch_from_flows};
 use flowsql_tests::TempDir;
 use flowsql_tests::browser::{Browser, Serve, http, screenshot_dir};
 use serde_json::{Value, json};
 
 const FLOWSQL: &str = env!("CARGO_BIN_EXE_flowsql");
 const HOSTILE: &str = "<img src=x onerror=alert(1)>.evil.test";
+/// An edge's remote end, direction, bytes, failed attempts and whether it
+/// is drawn as failing.
+type EdgeEnds = (String, String, Option<String>, Option<String>, bool);
+
+/// The container of cgroup 202's outgoing flows.
+const CONTAINER: &str = "4f2a0c9d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f";
 
 /// 2026-11-28T10:`minute`:`second`Z in nanoseconds.
 fn at(minute: i64, second: i64) -> i64 {
@@ -63,9 +73,82 @@ fn flow(
         cgroup_id: cgroup,
         host_name: Arc::from("testhost"),
         flow_id: 0,
-        // Not attributed: the map names local nodes by their cgroup.
-        attribution: flowsql_event::Attribution::default(),
+        attribution: who(direction, cgroup),
     }
+}
+
+/// Who made the flows of each cgroup: curl in 101, a container's process in
+/// 202 (and sshd listening there), nobody known in 303 (the map names it by
+/// its cgroup).
+fn who(direction: Direction, cgroup: u64) -> Attribution {
+    let (pid, name, container) = match (cgroup, direction) {
+        (101, _) => (Some(4101), "curl", ""),
+        (202, Direction::Outgoing) => (Some(4202), "python3", CONTAINER),
+        (202, Direction::Incoming) => (Some(4222), "sshd", ""),
+        _ => (None, "", ""),
+    };
+    Attribution {
+        process_id: pid,
+        process_name: Arc::from(name),
+        container_id: Arc::from(container),
+        ..Attribution::default()
+    }
+}
+
+/// The end of `begin`: its bytes and reason (a failed attempt has no begin
+/// row, but its fields are those of the attempt).
+fn end(begin: &FlowBegin, reason: EndReason, src_bytes: u64, dst_bytes: u64) -> FlowEnd {
+    FlowEnd {
+        timestamp_ns: begin.timestamp_ns + 500_000_000,
+        direction: begin.direction,
+        src_ip: begin.src_ip,
+        dst_ip: begin.dst_ip,
+        src_port: begin.src_port,
+        dst_port: begin.dst_port,
+        src_domains: begin.src_domains.clone(),
+        dst_domains: begin.dst_domains.clone(),
+        duration_ns: Some(500_000_000),
+        src_bytes,
+        dst_bytes,
+        src_packets: 4,
+        dst_packets: 4,
+        retransmits: 0,
+        rtt_micros: 80,
+        reason,
+        closed_by: Some(Side::Src),
+        begun_before_capture: false,
+        host_name: begin.host_name.clone(),
+        cgroup_id: begin.cgroup_id,
+        flow_id: begin.flow_id,
+        attribution: begin.attribution.clone(),
+        accepting_process_id: None,
+        accepting_process_name: Arc::from(""),
+    }
+}
+
+/// The known ends: the five flows of curl to www.example.com with their
+/// bytes, and two attempts of curl to 192.0.2.10:5432 refused at 10:02.
+fn known_ends(flows: &[FlowBegin]) -> Vec<FlowEnd> {
+    let mut ends: Vec<FlowEnd> = flows
+        .iter()
+        .filter(|f| f.cgroup_id == 101 && f.dst_port == 443)
+        .map(|f| end(f, EndReason::Fin, 100, 10_000))
+        .collect();
+    for second in [40, 41] {
+        let attempt = flow(
+            at(2, second),
+            Direction::Outgoing,
+            "10.0.0.5",
+            50_150 + second as u16,
+            "192.0.2.10",
+            5432,
+            &[],
+            101,
+        );
+        ends.push(FlowEnd { flow_id: 1_000 + second as u64, ..end(&attempt, EndReason::Refused, 0, 0) });
+    }
+    ends.sort_by_key(|e| e.timestamp_ns);
+    ends
 }
 
 /// The known capture: 15 flows between 10:01 and 10:40, five edges.
@@ -123,6 +206,9 @@ fn known_flows() -> Vec<FlowBegin> {
     }
     flows.push(flow(at(22, 0), Outgoing, "10.0.0.7", 50_300, "203.0.113.66", 443, &[HOSTILE], 303));
     flows.sort_by_key(|f| f.timestamp_ns);
+    for (i, flow) in flows.iter_mut().enumerate() {
+        flow.flow_id = i as u64 + 1;
+    }
     flows
 }
 
@@ -132,6 +218,7 @@ fn known_store(dir: &Path) {
     let flows = known_flows();
     let mut store = Store::open(dir).expect("store");
     store.insert_flows(&batch_from_flows(&flows)).expect("insert");
+    store.insert("flow_ends", &batch_from_ends(&known_ends(&flows))).expect("insert ends");
     store.export(&ExportOptions::up_to(at(15, 0)), &mut |_| {}).expect("export");
     assert!(!store.cold_files(TimeRange::ALL).expect("cold").is_empty(), "some flows in Parquet");
     assert!(store.hot_flow_count(TimeRange::ALL).expect("hot") > 0, "some flows hot");
@@ -276,11 +363,11 @@ fn map_timeline_and_sql_views_show_the_store_as_the_cli_does() {
     assert_eq!(
         edges,
         vec![
-            edge("cgroup 101", "192.0.2.10", "outgoing", 3),
-            edge("cgroup 101", "www.example.com", "outgoing", 5),
-            edge("cgroup 202", "scanner.example.net", "incoming", 4),
-            edge("cgroup 202", "www.example.com", "outgoing", 2),
             edge("cgroup 303", HOSTILE, "outgoing", 1),
+            edge(&format!("container {}", &CONTAINER[..12]), "www.example.com", "outgoing", 2),
+            edge("curl", "192.0.2.10", "outgoing", 3),
+            edge("curl", "www.example.com", "outgoing", 5),
+            edge("sshd", "scanner.example.net", "incoming", 4),
         ]
     );
     let mut nodes: Vec<(String, String)> = serde_json::from_value(browser.execute(
@@ -293,18 +380,48 @@ fn map_timeline_and_sql_views_show_the_store_as_the_cli_does() {
     assert_eq!(
         nodes,
         vec![
-            node("local", "cgroup 101"),
-            node("local", "cgroup 202"),
             node("local", "cgroup 303"),
+            node("local", &format!("container {}", &CONTAINER[..12])),
+            node("local", "curl"),
+            node("local", "sshd"),
             node("remote", "192.0.2.10"),
             node("remote", HOSTILE),
             node("remote", "scanner.example.net"),
             node("remote", "www.example.com"),
         ]
     );
+    // With connection ends: bytes both ways, failed attempts in red.
+    let ends: Vec<EdgeEnds> = serde_json::from_value(browser.execute(
+        "return Array.from(document.querySelectorAll('#map-svg g.edge')).filter(g => g.dataset.local === 'curl').map(g => \
+           [g.dataset.remote, g.dataset.direction, g.dataset.bytes || null, g.dataset.failed || null, g.classList.contains('failing')]);",
+        vec![],
+    ))
+    .expect("curl's edges");
+    let mut ends = ends;
+    ends.sort();
+    assert_eq!(
+        ends,
+        vec![
+            (
+                "192.0.2.10".to_owned(),
+                "outgoing".to_owned(),
+                Some("0".to_owned()),
+                Some("2".to_owned()),
+                true
+            ),
+            (
+                "www.example.com".to_owned(),
+                "outgoing".to_owned(),
+                Some("50500".to_owned()),
+                Some("0".to_owned()),
+                false
+            ),
+        ],
+        "curl's edges: 5 x (100 + 10,000) bytes to www.example.com, 2 refused attempts to 192.0.2.10"
+    );
     // Clicking an edge lists its flows.
     browser.execute(
-        "Array.from(document.querySelectorAll('#map-svg g.edge')).find(g => g.dataset.local === 'cgroup 101' \
+        "Array.from(document.querySelectorAll('#map-svg g.edge')).find(g => g.dataset.local === 'curl' \
            && g.dataset.remote === 'www.example.com').dispatchEvent(new MouseEvent('click', {bubbles: true}));",
         vec![],
     );
@@ -333,7 +450,7 @@ fn map_timeline_and_sql_views_show_the_store_as_the_cli_does() {
     browser.click("#tab-timeline");
     wait_for_render(&browser, before);
     let table = page_table(&browser, "#timeline-table");
-    // The store has a (here empty) flow_ends table: failed attempts are counted, none.
+    // The store has connection ends: failed attempts per minute beside the counts.
     assert_eq!(
         table[0],
         vec![
@@ -346,12 +463,17 @@ fn map_timeline_and_sql_views_show_the_store_as_the_cli_does() {
     let expected = cli_csv(
         data.path(),
         &format!(
-            "SELECT date_trunc('minute', timestamp) AS minute, \
-               count(*) FILTER (WHERE connectionDirection = 'outgoing') AS outgoing, \
-               count(*) FILTER (WHERE connectionDirection = 'incoming') AS incoming, \
-               0 AS failed \
-             FROM flows WHERE timestamp >= to_timestamp_millis({SINCE_MS}) AND timestamp < to_timestamp_millis({UNTIL_MS}) \
-             GROUP BY 1 ORDER BY 1"
+            "WITH range AS (SELECT to_timestamp_millis({SINCE_MS}) AS since, to_timestamp_millis({UNTIL_MS}) AS until), \
+                  b AS (SELECT date_trunc('minute', timestamp) AS minute, \
+                          count(*) FILTER (WHERE connectionDirection = 'outgoing') AS outgoing, \
+                          count(*) FILTER (WHERE connectionDirection = 'incoming') AS incoming \
+                        FROM flows, range WHERE timestamp >= since AND timestamp < until GROUP BY 1), \
+                  f AS (SELECT date_trunc('minute', timestamp) AS minute, count(*) AS failed \
+                        FROM flow_ends, range WHERE timestamp >= since AND timestamp < until \
+                          AND endReason IN ('refused', 'timeout', 'unreachable') GROUP BY 1) \
+             SELECT coalesce(b.minute, f.minute) AS minute, coalesce(b.outgoing, 0) AS outgoing, \
+               coalesce(b.incoming, 0) AS incoming, coalesce(f.failed, 0) AS failed \
+             FROM b FULL JOIN f ON b.minute = f.minute ORDER BY 1"
         ),
     );
     let expected: Vec<Vec<Option<String>>> = parse_csv(&expected)

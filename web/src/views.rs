@@ -193,7 +193,7 @@ impl Filters {
 /// The local end of a flow: its container, else its process, else its cgroup.
 fn local_key(attribution: bool) -> &'static str {
     if attribution {
-        "CASE WHEN \"containerId\" <> '' THEN 'container ' || \"containerId\" \
+        "CASE WHEN \"containerId\" <> '' THEN 'container ' || substr(\"containerId\", 1, 12) \
          WHEN \"processName\" <> '' THEN \"processName\" \
          ELSE 'cgroup ' || CAST(\"cgroupId\" AS VARCHAR) END"
     } else {
