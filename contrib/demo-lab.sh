@@ -23,7 +23,10 @@ CG=$(awk '$3=="cgroup2"{print $2; exit}' /proc/mounts)/flowsql-demo
 rm -rf "$DATA"; mkdir -p "$CG" "$BIN"
 for name in shop-frontend billing-worker pg-sync sshd-lab; do install -m 0755 "$NP" "$BIN/$name"; done
 cleanup() {
-  kill $(jobs -p) 2>/dev/null || true; sleep 0.5
+  kill $(jobs -p) 2>/dev/null || true
+  # Everything still running in the lab's namespaces (servers, dnsmasq).
+  for ns in demo-c demo-s; do kill $(ip netns pids $ns 2>/dev/null) 2>/dev/null || true; done
+  sleep 0.5
   for p in $(cat $CG/cgroup.procs 2>/dev/null); do kill -9 $p; done
   rmdir $CG 2>/dev/null || true; rm -rf /opt/flowsql-demo
   ip netns del demo-c 2>/dev/null || true; ip netns del demo-s 2>/dev/null || true
