@@ -24,20 +24,19 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
-use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue, Statistics};
+use datafusion::common::{DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
-use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::physical_plan::FileGroup;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use flowsql_store::{ColdFile, EventTable, Store, StoreError, TableSnapshot, TimeRange};
 
+use crate::file_columns::cold_scan;
 use crate::hot_scan::HotScanExec;
 use crate::live::LiveFlows;
 use crate::time_range;
@@ -190,11 +189,6 @@ impl TableProvider for EventTableProvider {
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !cold.is_empty() {
-            let mut source = ParquetSource::new(Arc::clone(&self.schema));
-            if let Some(filter) = conjunction(filters.iter().cloned()) {
-                let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-                source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
-            }
             let per_file: Vec<Arc<Statistics>> = cold
                 .iter()
                 .map(|file| Arc::new(file_statistics(file, &self.schema, self.table.time_column())))
@@ -203,14 +197,16 @@ impl TableProvider for EventTableProvider {
             // The table's statistics (the planner reads these, not the
             // files'): its rows let a join build on the smaller side.
             let statistics = Statistics::try_merge_iter(per_file.iter().map(Arc::as_ref), &self.schema)?;
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups)
-                .with_statistics(statistics)
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .with_expr_adapter(Some(Arc::new(crate::file_columns::FileColumns)))
-                .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+            inputs.push(cold_scan(
+                state,
+                &self.schema,
+                ObjectStoreUrl::local_filesystem(),
+                groups,
+                statistics,
+                projection,
+                filters,
+                limit,
+            )?);
         }
         if !hot.is_empty() {
             inputs.push(Arc::new(HotScanExec::new(

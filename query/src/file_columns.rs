@@ -20,14 +20,51 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray, UInt64Array,
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{DFSchema, Statistics};
 use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::ColumnarValue;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{CastExpr, Column, lit};
 use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
 };
+use datafusion::physical_plan::ExecutionPlan;
+
+/// The scan of an event table's cold files (local or in a bucket): Parquet
+/// with the query's filters pushed down to row groups and pages, the
+/// files' columns read through [`FileColumns`].
+#[expect(clippy::too_many_arguments, reason = "the parts of one DataFusion file scan")]
+pub(crate) fn cold_scan(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    url: ObjectStoreUrl,
+    groups: Vec<FileGroup>,
+    statistics: Statistics,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut source = ParquetSource::new(Arc::clone(schema));
+    if let Some(filter) = conjunction(filters.iter().cloned()) {
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
+    }
+    let config = FileScanConfigBuilder::new(url, Arc::new(source))
+        .with_file_groups(groups)
+        .with_statistics(statistics)
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .with_expr_adapter(Some(Arc::new(FileColumns)))
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
 
 /// The adapter factory of flowsql's cold files (see the module
 /// documentation).

@@ -19,13 +19,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session as CatalogSession;
-use datafusion::common::{DFSchema, Result, ScalarValue, Statistics};
+use datafusion::common::{Result, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
-use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::physical_plan::FileGroup;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -34,6 +32,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 
+use crate::file_columns::cold_scan;
 use crate::time_range;
 
 /// A time range of at most this many hours lists each hour on its own.
@@ -223,24 +222,21 @@ impl TableProvider for FleetTableProvider {
         if objects.is_empty() {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
-        let mut source = ParquetSource::new(Arc::clone(&self.schema));
-        if let Some(filter) = conjunction(filters.iter().cloned()) {
-            let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-            source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
-        }
         let groups = state.config().target_partitions().clamp(1, objects.len());
         let mut buckets: Vec<Vec<PartitionedFile>> = (0..groups).map(|_| Vec::new()).collect();
         for (i, object) in objects.into_iter().enumerate() {
             buckets[i % groups].push(PartitionedFile::from(object));
         }
-        let config = FileScanConfigBuilder::new(self.source.url.clone(), Arc::new(source))
-            .with_file_groups(buckets.into_iter().map(FileGroup::new).collect())
-            .with_statistics(Statistics::new_unknown(&self.schema))
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .with_expr_adapter(Some(Arc::new(crate::file_columns::FileColumns)))
-            .build();
-        Ok(DataSourceExec::from_data_source(config))
+        cold_scan(
+            state,
+            &self.schema,
+            self.source.url.clone(),
+            buckets.into_iter().map(FileGroup::new).collect(),
+            Statistics::new_unknown(&self.schema),
+            projection,
+            filters,
+            limit,
+        )
     }
 }
 

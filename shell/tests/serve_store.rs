@@ -16,9 +16,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowsql_event::{
-    Attribution, Direction, DomainList, DomainObservation, EndReason, FlowBegin, FlowEnd, Side,
-};
+use flowsql_event::{Attribution, Direction, DomainList, DomainObservation, EndReason, FlowBegin, FlowEnd};
+use flowsql_store::synthetic::end_of;
 use flowsql_store::{ExportOptions, Store, TimeRange, batch_from_ends, batch_from_flows};
 use flowsql_tests::TempDir;
 use flowsql_tests::browser::{Browser, Serve, http, screenshot_dir};
@@ -95,44 +94,13 @@ fn who(direction: Direction, cgroup: u64) -> Attribution {
     }
 }
 
-/// The end of `begin`: its bytes and reason (a failed attempt has no begin
-/// row, but its fields are those of the attempt).
-fn end(begin: &FlowBegin, reason: EndReason, src_bytes: u64, dst_bytes: u64) -> FlowEnd {
-    FlowEnd {
-        timestamp_ns: begin.timestamp_ns + 500_000_000,
-        direction: begin.direction,
-        src_ip: begin.src_ip,
-        dst_ip: begin.dst_ip,
-        src_port: begin.src_port,
-        dst_port: begin.dst_port,
-        src_domains: begin.src_domains.clone(),
-        dst_domains: begin.dst_domains.clone(),
-        duration_ns: Some(500_000_000),
-        src_bytes,
-        dst_bytes,
-        src_packets: 4,
-        dst_packets: 4,
-        retransmits: 0,
-        rtt_micros: 80,
-        reason,
-        closed_by: Some(Side::Src),
-        begun_before_capture: false,
-        host_name: begin.host_name.clone(),
-        cgroup_id: begin.cgroup_id,
-        flow_id: begin.flow_id,
-        attribution: begin.attribution.clone(),
-        accepting_process_id: None,
-        accepting_process_name: Arc::from(""),
-    }
-}
-
 /// The known ends: the five flows of curl to www.example.com with their
 /// bytes, and two attempts of curl to 192.0.2.10:5432 refused at 10:02.
 fn known_ends(flows: &[FlowBegin]) -> Vec<FlowEnd> {
     let mut ends: Vec<FlowEnd> = flows
         .iter()
         .filter(|f| f.cgroup_id == 101 && f.dst_port == 443)
-        .map(|f| end(f, EndReason::Fin, 100, 10_000))
+        .map(|f| end_of(f, EndReason::Fin, 100, 10_000))
         .collect();
     for second in [40, 41] {
         let attempt = flow(
@@ -145,7 +113,7 @@ fn known_ends(flows: &[FlowBegin]) -> Vec<FlowEnd> {
             &[],
             101,
         );
-        ends.push(FlowEnd { flow_id: 1_000 + second as u64, ..end(&attempt, EndReason::Refused, 0, 0) });
+        ends.push(FlowEnd { flow_id: 1_000 + second as u64, ..end_of(&attempt, EndReason::Refused, 0, 0) });
     }
     ends.sort_by_key(|e| e.timestamp_ns);
     ends

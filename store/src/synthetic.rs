@@ -402,6 +402,39 @@ impl RealisticMix {
     }
 }
 
+/// The end of `begin` half a second later, as a capture reports it: its
+/// seven fields, who and flowId, `reason`, the payload bytes each side sent,
+/// closed by the initiator (a failed attempt's fields are those of the
+/// attempt; give it a flowId of its own).
+pub fn end_of(begin: &FlowBegin, reason: EndReason, src_bytes: u64, dst_bytes: u64) -> FlowEnd {
+    FlowEnd {
+        timestamp_ns: begin.timestamp_ns + 500_000_000,
+        direction: begin.direction,
+        src_ip: begin.src_ip,
+        dst_ip: begin.dst_ip,
+        src_port: begin.src_port,
+        dst_port: begin.dst_port,
+        src_domains: begin.src_domains.clone(),
+        dst_domains: begin.dst_domains.clone(),
+        duration_ns: Some(500_000_000),
+        src_bytes,
+        dst_bytes,
+        src_packets: 4,
+        dst_packets: 4,
+        retransmits: 0,
+        rtt_micros: 80,
+        reason,
+        closed_by: Some(Side::Src),
+        begun_before_capture: false,
+        host_name: Arc::clone(&begin.host_name),
+        cgroup_id: begin.cgroup_id,
+        flow_id: begin.flow_id,
+        attribution: begin.attribution.clone(),
+        accepting_process_id: None,
+        accepting_process_name: "".into(),
+    }
+}
+
 /// A fixed set of connection ends: every reason, failed attempts (no
 /// duration from a begin), a connection begun before the capture (no
 /// duration), an accepting process, edge values of every counter.

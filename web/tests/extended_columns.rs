@@ -8,8 +8,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use flowsql_event::{Attribution, Direction, DomainList, EndReason, FlowBegin, FlowEnd, Side};
+use flowsql_event::{Attribution, Direction, DomainList, EndReason, FlowBegin};
 use flowsql_query::{Session, SessionOptions};
+use flowsql_store::synthetic::end_of;
 use flowsql_store::test_util::TempDir;
 use flowsql_store::{Store, batch_from_ends, batch_from_flows};
 use flowsql_web::Limits;
@@ -46,37 +47,6 @@ fn flow(minute: i64, dst: &str, domains: &[&str], cgroup: u64, attribution: Attr
     }
 }
 
-/// The end of `begin` (or of an attempt that never began, with the same
-/// fields), with its bytes and reason.
-fn end(begin: &FlowBegin, reason: EndReason, src_bytes: u64, dst_bytes: u64) -> FlowEnd {
-    FlowEnd {
-        timestamp_ns: begin.timestamp_ns + 1_000,
-        direction: begin.direction,
-        src_ip: begin.src_ip,
-        dst_ip: begin.dst_ip,
-        src_port: begin.src_port,
-        dst_port: begin.dst_port,
-        src_domains: begin.src_domains.clone(),
-        dst_domains: begin.dst_domains.clone(),
-        duration_ns: Some(1_000),
-        src_bytes,
-        dst_bytes,
-        src_packets: 1,
-        dst_packets: 1,
-        retransmits: 0,
-        rtt_micros: 50,
-        reason,
-        closed_by: Some(Side::Src),
-        begun_before_capture: false,
-        host_name: begin.host_name.clone(),
-        cgroup_id: begin.cgroup_id,
-        flow_id: begin.flow_id,
-        attribution: begin.attribution.clone(),
-        accepting_process_id: None,
-        accepting_process_name: Arc::from(""),
-    }
-}
-
 #[tokio::test]
 async fn processes_containers_bytes_and_failures_when_the_store_has_them() {
     let dir = TempDir::new("web-extended");
@@ -92,12 +62,12 @@ async fn processes_containers_bytes_and_failures_when_the_store_has_them() {
     // reset by curl to a name that never answered.
     let down = |minute| flow(minute, "192.0.2.9", &["down.example"], 7, who("curl", ""));
     let ends = [
-        end(&begins[0], EndReason::Fin, 100, 1_000),
-        end(&begins[1], EndReason::Fin, 200, 2_000),
-        end(&begins[2], EndReason::Fin, 300, 3_000),
-        end(&down(4), EndReason::Refused, 0, 0),
-        end(&down(4), EndReason::Refused, 0, 0),
-        end(&down(5), EndReason::ResetReceived, 5, 0),
+        end_of(&begins[0], EndReason::Fin, 100, 1_000),
+        end_of(&begins[1], EndReason::Fin, 200, 2_000),
+        end_of(&begins[2], EndReason::Fin, 300, 3_000),
+        end_of(&down(4), EndReason::Refused, 0, 0),
+        end_of(&down(4), EndReason::Refused, 0, 0),
+        end_of(&down(5), EndReason::ResetReceived, 5, 0),
     ];
     let mut store = Store::open(dir).expect("store");
     store.insert("flows", &batch_from_flows(&begins)).expect("insert begins");
