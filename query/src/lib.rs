@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod as_of_join;
 pub mod event_tables;
 pub mod fast_date_trunc;
 pub mod file_columns;
@@ -43,6 +44,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement};
 use datafusion::sql::sqlparser::parser::ParserError;
 use flowsql_store::{EventTable, Store, StoreError};
@@ -180,8 +183,9 @@ fn describe_table(name: &str) -> &'static str {
     }
 }
 
-/// A context with flowsql's settings and functions, and no tables yet.
-fn base_context(target_partitions: Option<usize>) -> SessionContext {
+/// A context with flowsql's settings, functions and planner rules, and no
+/// tables yet.
+pub fn base_context(target_partitions: Option<usize>) -> SessionContext {
     let mut config = SessionConfig::new().with_information_schema(true);
     // A join whose smaller side (e.g. the domains of an hour, tens of
     // thousands of rows) fits these bounds builds one hash table and
@@ -193,7 +197,19 @@ fn base_context(target_partitions: Option<usize>) -> SessionContext {
     if let Some(partitions) = target_partitions {
         config = config.with_target_partitions(partitions.max(1));
     }
-    let ctx = SessionContext::new_with_config(config);
+    config.options_mut().extensions.insert(as_of_join::FlowsqlOptions::default());
+    // The as-of join replaces hash joins right after DataFusion chose
+    // their sides and partitioning, before the rules that place
+    // repartitions and push filters.
+    let mut rules = PhysicalOptimizer::new().rules;
+    let after = rules.iter().position(|r| r.name() == "join_selection").map_or(0, |i| i + 1);
+    rules.insert(after, Arc::new(as_of_join::AsOfJoinRule));
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     for function in functions::all() {
         ctx.register_udf(function);
     }

@@ -270,4 +270,13 @@ async fn sql_behaviour() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // The as-of join cases of 07_as_of_join.slt ran through the operator
+    // (and, after `SET flowsql.as_of_join = false`, through the hash join).
+    let session = Session::open(SessionOptions::new(&dir)).expect("session");
+    let explain = "EXPLAIN SELECT f.srcPort, d.name FROM flows f LEFT JOIN domains d \
+                   ON d.ip = f.dstIP AND f.timestamp BETWEEN d.firstSeen AND d.expiresAt";
+    let plan = session.sql(explain).await.expect("explain");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan).expect("plan").to_string();
+    assert!(text.contains("AsOfJoinExec"), "{text}");
 }
