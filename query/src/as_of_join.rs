@@ -17,7 +17,9 @@
 //! columns of the collected side (`>=`/`>` below, `<=`/`<` above; what
 //! `BETWEEN` becomes), of the same integer or timestamp type, for inner joins
 //! and for outer joins that keep the streamed rows (`flows LEFT JOIN
-//! domains`). Any other join is left as it was. The results are the same
+//! domains`), whichever input DataFusion chose to build its hash table on
+//! (the operator always collects the periods). Any other join is left as
+//! it was. The results are the same
 //! rows as the hash join's (the sqllogictests and a randomized test run
 //! both); `SET flowsql.as_of_join = false` turns the rule off.
 
@@ -40,7 +42,7 @@ use datafusion::physical_expr::expressions::{BinaryExpr, Column};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::EmissionType;
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties, Partitioning,
@@ -83,8 +85,17 @@ struct AsOfJoin {
     end_bound: Bound,
     /// Streamed rows without a period are kept, with nulls (an outer join).
     keep_unmatched: bool,
-    /// The output's columns: which side and which column of it.
-    output: Vec<(JoinSide, usize)>,
+    /// The output's columns: which input and which column of it.
+    output: Vec<(Role, usize)>,
+}
+
+/// The operator's inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The periods, collected and indexed.
+    Periods,
+    /// The rows streamed past them.
+    Points,
 }
 
 /// See the module documentation.
@@ -343,8 +354,8 @@ impl PeriodIndex {
             .output
             .iter()
             .map(|&(side, column)| match side {
-                JoinSide::Left => take(self.batch.column(column), &build_rows, None),
-                _ => take(probe.column(column), &probe_rows, None),
+                Role::Periods => take(self.batch.column(column), &build_rows, None),
+                Role::Points => take(probe.column(column), &probe_rows, None),
             })
             .collect::<Result<Vec<ArrayRef>, _>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(probe_rows.len()));
@@ -370,13 +381,11 @@ impl PhysicalOptimizerRule for AsOfJoinRule {
                 return Ok(Transformed::no(node));
             };
             match as_of_join(hash_join) {
-                Some(join) => {
-                    let exec = AsOfJoinExec::new(
-                        Arc::clone(hash_join.left()),
-                        Arc::clone(hash_join.right()),
-                        join,
-                        hash_join.schema(),
-                    );
+                Some((join, periods)) => {
+                    let (left, right) = (Arc::clone(hash_join.left()), Arc::clone(hash_join.right()));
+                    let (build, probe) =
+                        if periods == JoinSide::Left { (left, right) } else { (right, left) };
+                    let exec = AsOfJoinExec::new(build, probe, join, hash_join.schema());
                     Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>))
                 }
                 None => Ok(Transformed::no(node)),
@@ -395,24 +404,34 @@ impl PhysicalOptimizerRule for AsOfJoinRule {
 }
 
 /// The as-of join `join` is, if it is one (see the module documentation).
-fn as_of_join(join: &HashJoinExec) -> Option<AsOfJoin> {
-    let keep_unmatched = match join.join_type() {
-        JoinType::Inner => false,
-        // The streamed (right) side's rows are kept.
-        JoinType::Right => true,
-        _ => return None,
-    };
-    if *join.partition_mode() != PartitionMode::CollectLeft
-        || join.null_equality() != NullEquality::NullEqualsNothing
-        || join.null_aware
-        || join.fetch().is_some()
-    {
+/// Either input may hold the periods: the operator always collects them and
+/// streams the other side, whichever side DataFusion chose to build.
+fn as_of_join(join: &HashJoinExec) -> Option<(AsOfJoin, JoinSide)> {
+    if join.null_equality() != NullEquality::NullEqualsNothing || join.null_aware || join.fetch().is_some() {
         return None;
     }
-    let [(build_key, probe_key)] = join.on() else { return None };
-    let build_key = build_key.downcast_ref::<Column>()?.index();
-    let probe_key = probe_key.downcast_ref::<Column>()?.index();
-    let (build_schema, probe_schema) = (join.left().schema(), join.right().schema());
+    [JoinSide::Left, JoinSide::Right]
+        .into_iter()
+        .find_map(|periods| Some((as_of_join_with(join, periods)?, periods)))
+}
+
+/// The as-of join `join` is if its `periods` input holds the periods.
+fn as_of_join_with(join: &HashJoinExec, periods: JoinSide) -> Option<AsOfJoin> {
+    let points = if periods == JoinSide::Left { JoinSide::Right } else { JoinSide::Left };
+    let keep_unmatched = match join.join_type() {
+        JoinType::Inner => false,
+        // The side of the points keeps its rows.
+        JoinType::Left if points == JoinSide::Left => true,
+        JoinType::Right if points == JoinSide::Right => true,
+        _ => return None,
+    };
+    let input = |side: JoinSide| if side == JoinSide::Left { join.left() } else { join.right() };
+    let (build_schema, probe_schema) = (input(periods).schema(), input(points).schema());
+    let [(left_key, right_key)] = join.on() else { return None };
+    let (left_key, right_key) =
+        (left_key.downcast_ref::<Column>()?.index(), right_key.downcast_ref::<Column>()?.index());
+    let (build_key, probe_key) =
+        if periods == JoinSide::Left { (left_key, right_key) } else { (right_key, left_key) };
     let is_string = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
     if !is_string(build_schema.field(build_key).data_type())
         || !is_string(probe_schema.field(probe_key).data_type())
@@ -435,11 +454,13 @@ fn as_of_join(join: &HashJoinExec) -> Option<AsOfJoin> {
     for comparison in [and.left(), and.right()] {
         let comparison = comparison.downcast_ref::<BinaryExpr>()?;
         let (left, right) = (side_of(comparison.left())?, side_of(comparison.right())?);
-        // As `probe_time <op> build_column`.
-        let (time, bound, op) = match (left.0, right.0) {
-            (JoinSide::Right, JoinSide::Left) => (left.1, right.1, *comparison.op()),
-            (JoinSide::Left, JoinSide::Right) => (right.1, left.1, comparison.op().swap()?),
-            _ => return None,
+        // As `time <op> bound`.
+        let (time, bound, op) = if left.0 == points && right.0 == periods {
+            (left.1, right.1, *comparison.op())
+        } else if left.0 == periods && right.0 == points {
+            (right.1, left.1, comparison.op().swap()?)
+        } else {
+            return None;
         };
         if probe_time.replace(time).is_some_and(|t| t != time) {
             return None;
@@ -465,9 +486,12 @@ fn as_of_join(join: &HashJoinExec) -> Option<AsOfJoin> {
         return None;
     }
 
-    let mut output: Vec<(JoinSide, usize)> = (0..build_schema.fields().len())
-        .map(|i| (JoinSide::Left, i))
-        .chain((0..probe_schema.fields().len()).map(|i| (JoinSide::Right, i)))
+    // The hash join's columns (its left input's, then its right's), as the
+    // operator's sides.
+    let role = |side: JoinSide| if side == periods { Role::Periods } else { Role::Points };
+    let mut output: Vec<(Role, usize)> = (0..join.left().schema().fields().len())
+        .map(|i| (role(JoinSide::Left), i))
+        .chain((0..join.right().schema().fields().len()).map(|i| (role(JoinSide::Right), i)))
         .collect();
     if let Some(projection) = &join.projection {
         output = projection.iter().map(|&i| output.get(i).copied()).collect::<Option<Vec<_>>>()?;
