@@ -93,7 +93,8 @@ fn picks_few_connections(filters: &[Expr]) -> bool {
     }
     let identifying = ["srcPort", "flowId", "processId"];
     let endpoints = ["srcIP", "dstIP", "srcPort", "dstPort"];
-    equal.iter().any(|c| identifying.contains(c)) || equal.iter().filter(|c| endpoints.contains(c)).count() >= 2
+    equal.iter().any(|c| identifying.contains(c))
+        || equal.iter().filter(|c| endpoints.contains(c)).count() >= 2
 }
 
 /// The adapter factory of flowsql's cold files (see the module
@@ -237,5 +238,26 @@ impl PhysicalExpr for SameBits {
 impl fmt::Display for SameBits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "same_bits_as_uint64({})", self.child)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::{ident as col, lit};
+
+    use super::picks_few_connections;
+
+    #[test]
+    fn late_materialization_only_for_filters_that_find_a_few_connections() {
+        let time = col("timestamp").gt_eq(lit(0i64));
+        assert!(picks_few_connections(&[col("srcPort").eq(lit(40000u16)), time.clone()]));
+        assert!(picks_few_connections(&[lit(7u64).eq(col("flowId"))]));
+        assert!(picks_few_connections(&[col("dstIP")
+            .eq(lit("10.0.0.1"))
+            .and(col("dstPort").eq(lit(5432u16)))]));
+        assert!(!picks_few_connections(&[col("dstPort").eq(lit(443u16)), time]));
+        assert!(!picks_few_connections(&[col("connectionDirection").eq(lit("incoming"))]));
+        assert!(!picks_few_connections(&[col("srcPort").gt(lit(40000u16))]));
+        assert!(!picks_few_connections(&[]));
     }
 }
