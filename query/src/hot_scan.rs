@@ -125,10 +125,12 @@ impl ExecutionPlan for HotScanExec {
         let columns = self.columns.clone();
         let schema = Arc::clone(&self.schema);
         let out_schema = Arc::clone(&schema);
+        // Straight into the query's types (string views made from the
+        // stored dictionaries), not decoded to strings and cast again.
         let stream = futures::stream::iter(batches).map(move |meta| {
-            let batch =
-                reader.read(&meta, columns.as_deref()).map_err(|e| DataFusionError::External(Box::new(e)))?;
-            crate::view_types::cast_batch(&batch, &out_schema).map_err(DataFusionError::from)
+            reader
+                .read_as(&meta, columns.as_deref(), &out_schema)
+                .map_err(|e| DataFusionError::External(Box::new(e)))
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
