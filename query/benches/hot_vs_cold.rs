@@ -88,7 +88,7 @@ async fn main() {
              GROUP BY connectionDirection ORDER BY connectionDirection",
         ),
         (
-            "one hour, group by destination",
+            "ten minutes, group by destination",
             "SELECT dstIP, count(*) AS flows FROM flows \
              WHERE timestamp >= TIMESTAMP '2026-01-01T00:10:00Z' AND timestamp < TIMESTAMP '2026-01-01T00:20:00Z' \
              GROUP BY dstIP ORDER BY flows DESC, dstIP LIMIT 5",
