@@ -24,6 +24,7 @@
 
 pub mod as_of_join;
 pub mod event_tables;
+pub mod fast_array_element;
 pub mod fast_date_trunc;
 pub mod file_columns;
 pub mod fleet;
@@ -44,6 +45,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::registry::FunctionRegistry;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement};
@@ -209,12 +211,18 @@ pub fn base_context(target_partitions: Option<usize>) -> SessionContext {
         .with_default_features()
         .with_physical_optimizer_rules(rules)
         .build();
-    let ctx = SessionContext::new_with_state(state);
+    let mut ctx = SessionContext::new_with_state(state);
     for function in functions::all() {
         ctx.register_udf(function);
     }
     // Replaces DataFusion's date_trunc (same name, same results).
     ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(fast_date_trunc::FastDateTrunc::new()));
+    // And its array_element, `list[i]` included (same name, same results).
+    let array_element = fast_array_element::FastArrayElementRewrite::new();
+    ctx.register_udf(array_element.function());
+    if let Err(error) = FunctionRegistry::register_function_rewrite(&mut ctx, Arc::new(array_element)) {
+        tracing::warn!(%error, "list[i] keeps DataFusion's array_element");
+    }
     ctx
 }
 
