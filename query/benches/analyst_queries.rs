@@ -34,7 +34,9 @@
 //! types), so that both engines see the same rows in every query, and the
 //! same domains rows from a Parquet copy.
 //!
-//! Each query runs once to warm up, then three times; the median counts.
+//! Each query runs once to warm up, then three times; the median counts. Each
+//! query runs on flowsql and then on DuckDB before the next one, so both see
+//! the same load on the machine.
 //! Both engines use the machine's cores. Results are compared (as text, with
 //! timestamp spellings unified), so a ratio is never of two different
 //! answers. Peak memory is each process's peak resident set (`VmHWM`, reset
@@ -566,7 +568,7 @@ fn result_lines(batches: &[RecordBatch]) -> Vec<String> {
 /// timestamps with microseconds; `normalize` unifies the rest).
 const DUCKDB_SCRIPT: &str = r#"
 import datetime, duckdb, json, statistics, sys, time
-data_dir, hot_dir, queries = sys.argv[1], sys.argv[2], json.loads(sys.stdin.read())
+data_dir, hot_dir = sys.argv[1], sys.argv[2]
 
 def status_mib(field):
     with open('/proc/self/status') as f:
@@ -601,9 +603,12 @@ for table in ['flows', 'flow_ends']:
 con.execute(f"CREATE VIEW domains AS SELECT * FROM read_parquet('{data_dir}/domains.parquet')")
 con.execute("SET TimeZone = 'UTC'")
 con.execute("SET enable_progress_bar = false")
-baseline = status_mib('VmRSS')
-out = []
-for sql in queries:
+print(json.dumps({"version": duckdb.__version__, "threads": con.execute("SELECT current_setting('threads')").fetchone()[0],
+                  "baseline_mib": status_mib('VmRSS')}), flush=True)
+# One query a line, answered with one line: the benchmark runs each query
+# on flowsql and then here, so both see the same load on the machine.
+for line in sys.stdin:
+    sql = json.loads(line)
     times, rows = [], None
     peak_reset = reset_peak()
     for round in range(4):
@@ -613,13 +618,68 @@ for sql in queries:
         if round > 0:
             times.append(elapsed)
     peak = status_mib('VmHWM') if peak_reset else None
-    out.append({"seconds": statistics.median(times), "peak_mib": peak, "rows": [[fmt(v) for v in row] for row in rows]})
-print(json.dumps({"version": duckdb.__version__, "threads": con.execute("SELECT current_setting('threads')").fetchone()[0],
-                  "baseline_mib": baseline, "results": out}))
+    print(json.dumps({"seconds": statistics.median(times), "peak_mib": peak,
+                      "rows": [[fmt(v) for v in row] for row in rows]}), flush=True)
 "#;
 
 fn mib(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0} MiB"))
+}
+
+/// The DuckDB side: a Python process that answers one query at a time.
+struct DuckDb {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// Its first line: version, threads, resident set before the queries.
+    info: serde_json::Value,
+}
+
+impl DuckDb {
+    fn start(data_dir: &str, hot_dir: &str) -> DuckDb {
+        let mut child = Command::new("python3")
+            .args(["-c", DUCKDB_SCRIPT, data_dir, hot_dir])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (pip install duckdb)");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let info = Self::read_line(&mut stdout);
+        DuckDb { child, stdin, stdout, info }
+    }
+
+    fn read_line(stdout: &mut std::io::BufReader<std::process::ChildStdout>) -> serde_json::Value {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("DuckDB side answers");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("the DuckDB side failed ({e}): {line:?}"))
+    }
+
+    /// Median time, peak resident set and result lines of `sql`.
+    fn run(&mut self, sql: &str) -> (f64, Option<f64>, Vec<String>) {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{}", serde_json::to_string(sql).expect("json")).expect("send the query");
+        self.stdin.flush().expect("send the query");
+        let answer = Self::read_line(&mut self.stdout);
+        let rows = answer["rows"].as_array().expect("rows").iter();
+        let lines = rows
+            .map(|row| {
+                let cells = row.as_array().expect("row").iter();
+                cells.map(|c| c.as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>().join("|")
+            })
+            .collect();
+        (answer["seconds"].as_f64().unwrap_or(f64::NAN), answer["peak_mib"].as_f64(), lines)
+    }
+
+    /// Ends the process; returns its first line.
+    fn finish(self) -> serde_json::Value {
+        let DuckDb { mut child, stdin, info, .. } = self;
+        drop(stdin);
+        let status = child.wait().expect("DuckDB side exits");
+        assert!(status.success(), "the DuckDB side failed");
+        info
+    }
 }
 
 fn main() {
@@ -674,39 +734,22 @@ fn main() {
     let queries: Vec<Query> =
         queries(&params).into_iter().filter(|q| q.name.contains(only.as_str())).collect();
     let flowsql_baseline = status_mib("VmRSS");
+    let mut duckdb = (std::env::var_os("FLOWSQL_BENCH_SKIP_DUCKDB").is_none())
+        .then(|| DuckDb::start(&dir.display().to_string(), &dir.join(DUCKDB_HOT_DIR).display().to_string()));
     let mut flowsql_results = Vec::new();
+    let mut duck_results: Vec<(f64, Option<f64>, Vec<String>)> = Vec::new();
     for query in &queries {
         let (time, lines, peak) = time_flowsql(&runtime, &session, &query.flowsql);
         eprintln!("flowsql: {:.3} s, peak RSS {}  {}", time.as_secs_f64(), mib(peak), query.name);
         flowsql_results.push((time, lines, peak));
+        if let Some(duckdb) = duckdb.as_mut() {
+            let answer = duckdb.run(&query.duckdb);
+            eprintln!("DuckDB:  {:.3} s, peak RSS {}  {}", answer.0, mib(answer.1), query.name);
+            duck_results.push(answer);
+        }
     }
-    if std::env::var_os("FLOWSQL_BENCH_SKIP_DUCKDB").is_some() {
-        return;
-    }
-    let sqls: Vec<&str> = queries.iter().map(|q| q.duckdb.as_str()).collect();
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            DUCKDB_SCRIPT,
-            &dir.display().to_string(),
-            &dir.join(DUCKDB_HOT_DIR).display().to_string(),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs (pip install duckdb)");
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(serde_json::to_string(&sqls).expect("json").as_bytes())
-        .expect("send queries");
-    let output = child.wait_with_output().expect("duckdb finishes");
-    assert!(output.status.success(), "the DuckDB side failed");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last_line = stdout.lines().last().unwrap_or_default();
-    let duck: serde_json::Value = serde_json::from_str(last_line).expect("DuckDB side prints JSON");
+    let Some(duckdb) = duckdb else { return };
+    let duck = duckdb.finish();
 
     println!(
         "{rows} flows, {:.1} bytes/flow in Parquet ({:.2} GB; flow_ends {:.2} GB), \
@@ -733,21 +776,6 @@ fn main() {
         "| query | flowsql | DuckDB | flowsql/DuckDB | flowsql peak RSS | DuckDB peak RSS | same result |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let duck_results: Vec<(f64, Option<f64>, Vec<String>)> = duck["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| {
-            let rows = r["rows"].as_array().expect("rows").iter();
-            let lines = rows
-                .map(|row| {
-                    let cells = row.as_array().expect("row").iter();
-                    cells.map(|c| c.as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>().join("|")
-                })
-                .collect();
-            (r["seconds"].as_f64().unwrap_or(f64::NAN), r["peak_mib"].as_f64(), lines)
-        })
-        .collect();
     for ((query, (time, lines, peak)), (duck_secs, duck_peak, duck_lines)) in
         queries.iter().zip(&flowsql_results).zip(&duck_results)
     {
