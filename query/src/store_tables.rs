@@ -49,6 +49,13 @@ impl StoreTableProvider {
         StoreTableProvider { table, schema, reader, cache: Mutex::new(None) }
     }
 
+    /// SQLite's `data_version` now: it moves when another connection
+    /// commits, so results derived from this table can be kept while it
+    /// stays the same.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.reader.with(|store| store.data_version())
+    }
+
     /// The table's rows, from the cache when the database has not changed.
     fn batches(&self) -> Result<Vec<RecordBatch>, StoreError> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);

@@ -47,6 +47,8 @@ pub struct AppState {
     capturing: bool,
     feed: ChangeFeed,
     queries: Semaphore,
+    /// Names of addresses, kept across the views' calls.
+    names: views::Names,
 }
 
 impl AppState {
@@ -54,7 +56,15 @@ impl AppState {
         let columns = Columns::of(&session);
         // Names keep their place in the SQL, so that errors can say where.
         session.context().state_ref().write().config_mut().options_mut().sql_parser.collect_spans = true;
-        AppState { session, columns, limits, capturing, feed, queries: Semaphore::new(CONCURRENT_QUERIES) }
+        AppState {
+            session,
+            columns,
+            limits,
+            capturing,
+            feed,
+            queries: Semaphore::new(CONCURRENT_QUERIES),
+            names: views::Names::default(),
+        }
     }
 
     pub fn feed(&self) -> &ChangeFeed {
@@ -162,7 +172,9 @@ async fn map(
 ) -> Result<Json<views::MapView>, Failure> {
     let range = filters.range(live::now_ms())?;
     let _permit = state.queries.acquire().await;
-    Ok(Json(views::map(&state.session, state.columns, &filters, range, state.limits).await?))
+    Ok(Json(
+        views::map_named(&state.session, &state.names, state.columns, &filters, range, state.limits).await?,
+    ))
 }
 
 async fn timeline(
@@ -172,7 +184,18 @@ async fn timeline(
 ) -> Result<Json<views::TimelineView>, Failure> {
     let range = filters.range(live::now_ms())?;
     let _permit = state.queries.acquire().await;
-    Ok(Json(views::timeline(&state.session, state.columns, &filters, &params, range, state.limits).await?))
+    Ok(Json(
+        views::timeline_named(
+            &state.session,
+            &state.names,
+            state.columns,
+            &filters,
+            &params,
+            range,
+            state.limits,
+        )
+        .await?,
+    ))
 }
 
 async fn flows(

@@ -12,7 +12,9 @@
 //!   (`refused`, `timeout`, `unreachable`) and resets, and the timeline has
 //!   failed attempts per bucket; without it, edges are sized by count.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
@@ -176,12 +178,16 @@ impl Filters {
             if host.len() > 255 || host.chars().any(char::is_control) {
                 return Err(bad("the host filter is not an address or a name"));
             }
+            // An address is not a DNS name: its flows are found by the
+            // address columns, without reading every flow's name lists.
+            let is_address = host.parse::<std::net::IpAddr>().is_ok();
             let host = literal(host);
-            let _ = write!(
-                sql,
-                " AND (\"srcIP\" = {host} OR \"dstIP\" = {host} OR \"hostName\" = {host} \
-                 OR array_has(\"dstDomains\", {host}) OR array_has(\"srcDomains\", {host}))"
-            );
+            let _ = write!(sql, " AND (\"srcIP\" = {host} OR \"dstIP\" = {host} OR \"hostName\" = {host}");
+            if !is_address {
+                let _ =
+                    write!(sql, " OR array_has(\"dstDomains\", {host}) OR array_has(\"srcDomains\", {host})");
+            }
+            sql.push(')');
         }
         if let Some(port) = self.port {
             let _ = write!(sql, " AND \"dstPort\" = {port}");
@@ -215,6 +221,77 @@ fn names_cte(range: Range) -> String {
         timestamp_literal(range.until),
         timestamp_literal(range.since)
     )
+}
+
+/// The names of [`names_cte`] for one range, as a map from address to name.
+type NameMap = HashMap<String, Option<String>>;
+
+/// The names of addresses for the map and the timeline, kept across calls:
+/// the newest-answer-per-address aggregate reads all of the range's
+/// `domains` rows (1.2 M for a busy day, ~0.7 s), and a page asks again for
+/// the same range on every filter change. Kept while `domains` has not
+/// changed (SQLite's `data_version`), for the last range asked.
+#[derive(Debug, Default)]
+pub struct Names {
+    last: tokio::sync::Mutex<Option<(Range, i64, Arc<NameMap>)>>,
+}
+
+impl Names {
+    /// The names valid in `range`.
+    async fn of(&self, session: &Session, range: Range, limits: Limits) -> Result<Arc<NameMap>, SqlError> {
+        let version = domains_version(session).await;
+        let mut last = self.last.lock().await;
+        if let (Some(version), Some((cached_range, cached_version, names))) = (version, last.as_ref())
+            && *cached_range == range
+            && *cached_version == version
+        {
+            return Ok(Arc::clone(names));
+        }
+        let sql = format!("WITH {} SELECT \"ip\", name FROM names", names_cte(range));
+        let mut names = NameMap::new();
+        for batch in run(session, &sql, limits).await? {
+            let (ips, questions) = (strings(&batch, 0), strings(&batch, 1));
+            for (ip, question) in ips.into_iter().zip(questions) {
+                if let Some(ip) = ip {
+                    names.insert(ip, question);
+                }
+            }
+        }
+        let names = Arc::new(names);
+        *last = version.map(|version| (range, version, Arc::clone(&names)));
+        Ok(names)
+    }
+}
+
+/// The `data_version` of the store's `domains`, `None` when the session's
+/// `domains` is not the store's (then nothing is kept).
+async fn domains_version(session: &Session) -> Option<i64> {
+    let provider = session.context().table_provider("domains").await.ok()?;
+    let store = provider.downcast_ref::<flowsql_query::store_tables::StoreTableProvider>()?;
+    store.data_version().ok()
+}
+
+/// What an address is called on the map and the timeline: its name, else itself.
+fn remote_of(names: &NameMap, ip: Option<String>) -> Option<String> {
+    let ip = ip?;
+    match names.get(&ip) {
+        Some(Some(name)) => Some(name.clone()),
+        _ => Some(ip),
+    }
+}
+
+/// SQL's `sum`: NULLs skipped, NULL when all are.
+fn add(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// An ascending key that sorts `None` last (SQL's `NULLS LAST`).
+fn nulls_last(value: &Option<String>) -> (bool, &str) {
+    (value.is_none(), value.as_deref().unwrap_or(""))
 }
 
 /// Runs generated SQL under the limits (read-only, time-limited).
@@ -296,44 +373,86 @@ pub struct MapView {
     pub edges_total: i64,
 }
 
-/// The map's query.
-pub fn map_sql(columns: Columns, predicate: &str, range: Range) -> String {
+/// The map's query: flows per (local end, direction, remote address), with
+/// their bytes and failures where the session has `flow_ends`. The local
+/// end's label is built per row (11 distinct at 10 M flows: grouping on the
+/// raw columns instead makes 1.6 M groups, slower); the addresses are named
+/// and the groups merged by name after ([`map_edges`]), on ~250 k rows
+/// instead of a join in the query.
+pub fn map_sql(columns: Columns, predicate: &str) -> String {
     let local = local_key(columns.attribution);
-    let names = names_cte(range);
     if !columns.ends {
         return format!(
-            "WITH {names}, \
-                  e AS (SELECT {local} AS local, \"connectionDirection\" AS direction, {REMOTE_IP} AS ip, \
-                          count(*) AS flows \
-                        FROM flows WHERE {predicate} GROUP BY 1, 2, 3), \
-                  m AS (SELECT e.local, coalesce(names.name, e.ip) AS remote, e.direction, sum(e.flows) AS flows \
-                        FROM e LEFT JOIN names ON e.ip = names.ip GROUP BY 1, 2, 3) \
-             SELECT local, remote, direction, flows, NULL AS bytes, NULL AS failed, NULL AS resets, \
-               count(*) OVER () AS total \
-             FROM m ORDER BY flows DESC, local, remote, direction LIMIT {MAX_EDGES}"
+            "SELECT {local} AS local, \"connectionDirection\" AS direction, {REMOTE_IP} AS ip, \
+               count(*) AS flows, NULL AS bytes, NULL AS failed, NULL AS resets \
+             FROM flows WHERE {predicate} GROUP BY 1, 2, 3"
         );
     }
     let end_local = local_key(columns.ends_attribution);
     format!(
-        "WITH {names}, \
-              b AS (SELECT {local} AS local, \"connectionDirection\" AS direction, {REMOTE_IP} AS ip, \
+        "WITH b AS (SELECT {local} AS local, \"connectionDirection\" AS direction, {REMOTE_IP} AS ip, \
                       count(*) AS flows \
                     FROM flows WHERE {predicate} GROUP BY 1, 2, 3), \
               e AS (SELECT {end_local} AS local, \"connectionDirection\" AS direction, {REMOTE_IP} AS ip, \
                       sum(CAST(\"srcBytes\" AS BIGINT) + CAST(\"dstBytes\" AS BIGINT)) AS bytes, \
                       count(*) FILTER (WHERE \"endReason\" IN {FAILED}) AS failed, \
                       count(*) FILTER (WHERE \"endReason\" IN {RESETS}) AS resets \
-                    FROM flow_ends WHERE {predicate} GROUP BY 1, 2, 3), \
-              j AS (SELECT coalesce(b.local, e.local) AS local, coalesce(b.direction, e.direction) AS direction, \
-                      coalesce(b.ip, e.ip) AS ip, coalesce(b.flows, 0) AS flows, coalesce(e.bytes, 0) AS bytes, \
-                      coalesce(e.failed, 0) AS failed, coalesce(e.resets, 0) AS resets \
-                    FROM b FULL JOIN e ON b.local = e.local AND b.direction = e.direction AND b.ip = e.ip), \
-              m AS (SELECT j.local, coalesce(names.name, j.ip) AS remote, j.direction, sum(j.flows) AS flows, \
-                      sum(j.bytes) AS bytes, sum(j.failed) AS failed, sum(j.resets) AS resets \
-                    FROM j LEFT JOIN names ON j.ip = names.ip GROUP BY 1, 2, 3) \
-         SELECT local, remote, direction, flows, bytes, failed, resets, count(*) OVER () AS total \
-         FROM m ORDER BY flows + failed DESC, local, remote, direction LIMIT {MAX_EDGES}"
+                    FROM flow_ends WHERE {predicate} GROUP BY 1, 2, 3) \
+         SELECT coalesce(b.local, e.local) AS local, coalesce(b.direction, e.direction) AS direction, \
+           coalesce(b.ip, e.ip) AS ip, coalesce(b.flows, 0) AS flows, coalesce(e.bytes, 0) AS bytes, \
+           coalesce(e.failed, 0) AS failed, coalesce(e.resets, 0) AS resets \
+         FROM b FULL JOIN e ON b.local = e.local AND b.direction = e.direction AND b.ip = e.ip"
     )
+}
+
+/// Flows, bytes, failed attempts and resets of an edge.
+type Weights = (i64, Option<i64>, Option<i64>, Option<i64>);
+
+/// The edges of the map from [`map_sql`]'s rows: the remote address named,
+/// the rows of one (local, name, direction) summed, the heaviest
+/// [`MAX_EDGES`] (flows, plus failed attempts with `flow_ends`) first, ties
+/// by local, remote and direction (missing ones last, as SQL's `NULLS
+/// LAST`); and how many edges there are.
+fn map_edges(batches: &[RecordBatch], names: &NameMap, ends: bool) -> (Vec<Edge>, i64) {
+    type Key = (Option<String>, Option<String>, Option<String>);
+    let mut groups: HashMap<Key, Weights> = HashMap::new();
+    for batch in batches {
+        let (local, ip, direction) = (strings(batch, 0), strings(batch, 2), strings(batch, 1));
+        let (flows, bytes, failed, resets) =
+            (integers(batch, 3), integers(batch, 4), integers(batch, 5), integers(batch, 6));
+        for (row, ((local, ip), direction)) in local.into_iter().zip(ip).zip(direction).enumerate() {
+            let group =
+                groups.entry((local, remote_of(names, ip), direction)).or_insert((0, None, None, None));
+            group.0 = group.0.saturating_add(flows[row].unwrap_or(0));
+            group.1 = add(group.1, bytes[row]);
+            group.2 = add(group.2, failed[row]);
+            group.3 = add(group.3, resets[row]);
+        }
+    }
+    let total = i64::try_from(groups.len()).unwrap_or(i64::MAX);
+    let mut edges: Vec<(Key, Weights)> = groups.into_iter().collect();
+    let weight = |w: &Weights| if ends { w.0.saturating_add(w.2.unwrap_or(0)) } else { w.0 };
+    edges.sort_by(|(a, wa), (b, wb)| {
+        weight(wb)
+            .cmp(&weight(wa))
+            .then_with(|| nulls_last(&a.0).cmp(&nulls_last(&b.0)))
+            .then_with(|| nulls_last(&a.1).cmp(&nulls_last(&b.1)))
+            .then_with(|| nulls_last(&a.2).cmp(&nulls_last(&b.2)))
+    });
+    edges.truncate(MAX_EDGES);
+    let edges = edges
+        .into_iter()
+        .map(|((local, remote, direction), (flows, bytes, failed, resets))| Edge {
+            local: local.unwrap_or_default(),
+            remote: remote.unwrap_or_default(),
+            direction: direction.unwrap_or_default(),
+            flows,
+            bytes,
+            failed,
+            resets,
+        })
+        .collect();
+    (edges, total)
 }
 
 pub async fn map(
@@ -343,32 +462,22 @@ pub async fn map(
     range: Range,
     limits: Limits,
 ) -> Result<MapView, SqlError> {
-    let sql = map_sql(columns, &filters.predicate(range)?, range);
+    map_named(session, &Names::default(), columns, filters, range, limits).await
+}
+
+/// [`map`], with names kept across calls.
+pub async fn map_named(
+    session: &Session,
+    names: &Names,
+    columns: Columns,
+    filters: &Filters,
+    range: Range,
+    limits: Limits,
+) -> Result<MapView, SqlError> {
+    let sql = map_sql(columns, &filters.predicate(range)?);
     let batches = run(session, &sql, limits).await?;
-    let mut edges = Vec::new();
-    let mut edges_total = 0;
-    for batch in &batches {
-        let (local, remote, direction) = (strings(batch, 0), strings(batch, 1), strings(batch, 2));
-        let (flows, bytes, failed, resets, total) = (
-            integers(batch, 3),
-            integers(batch, 4),
-            integers(batch, 5),
-            integers(batch, 6),
-            integers(batch, 7),
-        );
-        for row in 0..batch.num_rows() {
-            edges_total = total[row].unwrap_or(0);
-            edges.push(Edge {
-                local: local[row].clone().unwrap_or_default(),
-                remote: remote[row].clone().unwrap_or_default(),
-                direction: direction[row].clone().unwrap_or_default(),
-                flows: flows[row].unwrap_or(0),
-                bytes: bytes[row],
-                failed: failed[row],
-                resets: resets[row],
-            });
-        }
-    }
+    let names = names.of(session, range, limits).await?;
+    let (edges, edges_total) = map_edges(&batches, &names, columns.ends);
     let mut nodes: Vec<Node> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for edge in &edges {
@@ -432,24 +541,68 @@ fn bucket_expr(bucket_ms: i64) -> String {
     )
 }
 
-pub fn timeline_sql(stack: Stack, predicate: &str, bucket_ms: i64, range: Range) -> String {
+/// The timeline's query. Stacked by destination, `leaders` are the
+/// [`TOP_DESTINATIONS`] busiest (from [`leaders`]) with their addresses:
+/// each flow to one of those addresses counts for its name, the others for
+/// `NULL` (all other destinations).
+pub fn timeline_sql(
+    stack: Stack,
+    predicate: &str,
+    bucket_ms: i64,
+    leaders: &[(String, Vec<String>)],
+) -> String {
     let bucket = bucket_expr(bucket_ms);
     match stack {
         Stack::Direction => format!(
             "SELECT {bucket} AS bucket, \"connectionDirection\" AS series, count(*) AS flows \
              FROM flows WHERE {predicate} GROUP BY 1, 2 ORDER BY 1, 2"
         ),
-        Stack::Destination => format!(
-            "WITH {names}, \
-                  f AS (SELECT {bucket} AS bucket, {REMOTE_IP} AS ip, count(*) AS n \
-                        FROM flows WHERE {predicate} GROUP BY 1, 2), \
-                  g AS (SELECT f.bucket, coalesce(names.name, f.ip) AS remote, f.n FROM f LEFT JOIN names ON f.ip = names.ip), \
-                  leaders AS (SELECT remote FROM g GROUP BY remote ORDER BY sum(n) DESC, remote LIMIT {TOP_DESTINATIONS}) \
-             SELECT g.bucket, leaders.remote AS series, sum(g.n) AS flows \
-             FROM g LEFT JOIN leaders ON g.remote = leaders.remote GROUP BY 1, 2 ORDER BY 1, 2",
-            names = names_cte(range)
-        ),
+        Stack::Destination => {
+            let mut series = String::from("CASE");
+            for (name, ips) in leaders.iter().filter(|(_, ips)| !ips.is_empty()) {
+                let ips: Vec<String> = ips.iter().map(|ip| literal(ip)).collect();
+                let _ = write!(series, " WHEN ip IN ({}) THEN {}", ips.join(", "), literal(name));
+            }
+            series.push_str(" ELSE CAST(NULL AS VARCHAR) END");
+            format!(
+                "SELECT bucket, {series} AS series, count(*) AS flows \
+                 FROM (SELECT {bucket} AS bucket, {REMOTE_IP} AS ip FROM flows WHERE {predicate}) \
+                 GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+        }
     }
+}
+
+/// Flows per remote address, to choose the timeline's [`leaders`] from
+/// (28 k groups for a day of 10 M flows, where (minute, address) has 2.4 M).
+fn destinations_sql(predicate: &str) -> String {
+    format!("SELECT {REMOTE_IP} AS ip, count(*) AS n FROM flows WHERE {predicate} GROUP BY 1")
+}
+
+/// The [`TOP_DESTINATIONS`] busiest remote ends by name (the addresses
+/// named, their flows summed by name; ties by name, a missing address
+/// last), each with its addresses.
+fn leaders(batches: &[RecordBatch], names: &NameMap) -> Vec<(String, Vec<String>)> {
+    let mut remotes: HashMap<Option<String>, (i64, Vec<String>)> = HashMap::new();
+    for batch in batches {
+        let (ips, flows) = (strings(batch, 0), integers(batch, 1));
+        for (row, ip) in ips.into_iter().enumerate() {
+            let remote = remotes.entry(remote_of(names, ip.clone())).or_insert((0, Vec::new()));
+            remote.0 = remote.0.saturating_add(flows[row].unwrap_or(0));
+            remote.1.extend(ip);
+        }
+    }
+    let mut remotes: Vec<_> = remotes.into_iter().collect();
+    remotes.sort_by(|(a, (na, _)), (b, (nb, _))| nb.cmp(na).then_with(|| nulls_last(a).cmp(&nulls_last(b))));
+    remotes.truncate(TOP_DESTINATIONS);
+    remotes
+        .into_iter()
+        .filter_map(|(remote, (_, mut ips))| {
+            ips.sort();
+            ips.dedup();
+            remote.map(|remote| (remote, ips))
+        })
+        .collect()
 }
 
 fn failed_sql(predicate: &str, bucket_ms: i64) -> String {
@@ -468,6 +621,19 @@ pub async fn timeline(
     range: Range,
     limits: Limits,
 ) -> Result<TimelineView, SqlError> {
+    timeline_named(session, &Names::default(), columns, filters, params, range, limits).await
+}
+
+/// [`timeline`], with names kept across calls.
+pub async fn timeline_named(
+    session: &Session,
+    names: &Names,
+    columns: Columns,
+    filters: &Filters,
+    params: &TimelineParams,
+    range: Range,
+    limits: Limits,
+) -> Result<TimelineView, SqlError> {
     let predicate = filters.predicate(range)?;
     let bucket_ms = bucket_ms(range);
     let first = range.since.div_euclid(bucket_ms) * bucket_ms;
@@ -475,7 +641,14 @@ pub async fn timeline(
     let buckets: Vec<i64> = (0..count).map(|i| first + i as i64 * bucket_ms).collect();
     let index = |t: i64| usize::try_from((t - first).div_euclid(bucket_ms)).ok().filter(|&i| i < count);
 
-    let sql = timeline_sql(params.stack.unwrap_or_default(), &predicate, bucket_ms, range);
+    let leaders = match params.stack.unwrap_or_default() {
+        Stack::Direction => Vec::new(),
+        Stack::Destination => {
+            let destinations = run(session, &destinations_sql(&predicate), limits).await?;
+            leaders(&destinations, &*names.of(session, range, limits).await?)
+        }
+    };
+    let sql = timeline_sql(params.stack.unwrap_or_default(), &predicate, bucket_ms, &leaders);
     let mut series: Vec<Series> = Vec::new();
     if params.stack.unwrap_or_default() == Stack::Direction {
         for name in ["outgoing", "incoming"] {
@@ -614,6 +787,73 @@ mod tests {
         assert_eq!(bucket_ms(range(30 * 1_440)), 60 * MINUTE_MS);
     }
 
+    fn batch(columns: Vec<(&str, datafusion::arrow::array::ArrayRef)>) -> RecordBatch {
+        RecordBatch::try_from_iter(columns).expect("batch")
+    }
+
+    #[test]
+    fn map_edges_merge_addresses_by_name_heaviest_first() {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        let names: NameMap = [
+            ("10.0.0.1".to_owned(), Some("a.example".to_owned())),
+            ("10.0.0.2".to_owned(), Some("a.example".to_owned())),
+            ("10.0.0.3".to_owned(), None),
+        ]
+        .into();
+        let text = |v: Vec<Option<&str>>| std::sync::Arc::new(StringArray::from(v)) as _;
+        let rows = batch(vec![
+            ("local", text(vec![Some("p"), Some("p"), Some("q"), None, Some("p")])),
+            ("direction", text(vec![Some("outgoing"); 5])),
+            ("ip", text(vec![Some("10.0.0.1"), Some("10.0.0.2"), Some("10.0.0.3"), Some("10.0.0.9"), None])),
+            ("flows", std::sync::Arc::new(Int64Array::from(vec![2, 3, 5, 5, 1])) as _),
+            ("bytes", std::sync::Arc::new(Int64Array::from(vec![Some(1), None, None, None, None])) as _),
+            ("failed", std::sync::Arc::new(Int64Array::from(vec![None::<i64>; 5])) as _),
+            ("resets", std::sync::Arc::new(Int64Array::from(vec![None::<i64>; 5])) as _),
+        ]);
+        let (edges, total) = map_edges(&[rows], &names, false);
+        assert_eq!(total, 4);
+        let got: Vec<(&str, &str, i64, Option<i64>)> =
+            edges.iter().map(|e| (e.local.as_str(), e.remote.as_str(), e.flows, e.bytes)).collect();
+        // 5 and 5: "p" before "q" before no local at all; an unnamed address is itself.
+        assert_eq!(
+            got,
+            vec![
+                ("p", "a.example", 5, Some(1)),
+                ("q", "10.0.0.3", 5, None),
+                ("", "10.0.0.9", 5, None),
+                ("p", "", 1, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn leaders_are_the_busiest_names_with_their_addresses() {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        let names: NameMap = [
+            ("10.0.0.1".to_owned(), Some("b.example".to_owned())),
+            ("10.0.0.2".to_owned(), Some("b.example".to_owned())),
+        ]
+        .into();
+        let ips: Vec<Option<String>> = (1..=9).map(|i| Some(format!("10.0.0.{i}"))).chain([None]).collect();
+        let flows: Vec<i64> = vec![4, 4, 1, 2, 3, 4, 5, 6, 7, 100];
+        let rows = batch(vec![
+            ("ip", std::sync::Arc::new(StringArray::from(ips)) as _),
+            ("n", std::sync::Arc::new(Int64Array::from(flows)) as _),
+        ]);
+        let leaders = leaders(&[rows], &names);
+        // The missing address is the busiest but names no series; b.example is 8.
+        let expected: Vec<(String, Vec<String>)> = vec![
+            ("b.example".into(), vec!["10.0.0.1".into(), "10.0.0.2".into()]),
+            ("10.0.0.9".into(), vec!["10.0.0.9".into()]),
+            ("10.0.0.8".into(), vec!["10.0.0.8".into()]),
+            ("10.0.0.7".into(), vec!["10.0.0.7".into()]),
+            ("10.0.0.6".into(), vec!["10.0.0.6".into()]),
+        ];
+        assert_eq!(leaders, expected);
+        let sql = timeline_sql(Stack::Destination, "true", MINUTE_MS, &leaders);
+        assert!(sql.contains("WHEN ip IN ('10.0.0.1', '10.0.0.2') THEN 'b.example'"), "{sql}");
+    }
+
     #[test]
     fn filters_quote_what_users_type() {
         let filters = Filters {
@@ -631,6 +871,12 @@ mod tests {
                 .predicate(Range { since: 0, until: 1 })
                 .is_err()
         );
+        let address = Filters { host: Some("10.0.0.1".into()), ..Filters::default() };
+        let sql = address.predicate(Range { since: 0, until: 1 }).expect("valid");
+        assert!(sql.contains("\"dstIP\" = '10.0.0.1'") && !sql.contains("array_has"), "{sql}");
+        let name = Filters { host: Some("example.com".into()), ..Filters::default() };
+        let sql = name.predicate(Range { since: 0, until: 1 }).expect("valid");
+        assert!(sql.contains("array_has(\"dstDomains\", 'example.com')"), "{sql}");
         assert!(
             Filters { host: Some("a\nb".into()), ..Filters::default() }
                 .predicate(Range { since: 0, until: 1 })
