@@ -192,10 +192,14 @@ impl ExecutionPlan for AsOfJoinExec {
         let index_join = Arc::clone(&join);
         let index = async move {
             cell.get_or_try_init(|| async move {
-                let stream = build.execute(0, build_context)?;
-                let build_schema = stream.schema();
-                let batches: Vec<RecordBatch> = stream.try_collect().await?;
-                let batch = concat_batches(&build_schema, &batches)?;
+                // One partition once the planner placed its coalesce (see
+                // `required_input_distribution`); every one regardless.
+                let mut batches: Vec<RecordBatch> = Vec::new();
+                for part in 0..build.output_partitioning().partition_count() {
+                    let stream = build.execute(part, Arc::clone(&build_context))?;
+                    batches.extend(stream.try_collect::<Vec<_>>().await?);
+                }
+                let batch = concat_batches(&build.schema(), &batches)?;
                 Ok::<_, DataFusionError>(Arc::new(PeriodIndex::new(batch, &index_join)?))
             })
             .await
