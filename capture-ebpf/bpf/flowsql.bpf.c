@@ -947,18 +947,21 @@ int flowsql_destroy(__u64 *ctx)
 
 	if (!s || s->role == FLOWSQL_ROLE_LISTENER || (s->flags & FLOWSQL_SOCKET_REPORTED))
 		return 0;
-	if (s->flags & FLOWSQL_SOCKET_DEFERRED) {
+	/*
+	 * Ended and not reported: deferred until its holder let go. ENDED
+	 * alone says so too: the closing process sets RELEASED from another
+	 * CPU without the socket lock, and its write may undo DEFERRED.
+	 */
+	if (s->flags & (FLOWSQL_SOCKET_DEFERRED | FLOWSQL_SOCKET_ENDED)) {
 		report_end(sk, s);
 		return 0;
 	}
 	/* A pending RST that never came, or a socket that never passed CLOSE. */
-	if (!(s->flags & FLOWSQL_SOCKET_ENDED)) {
-		if (!s->end_ns)
-			s->end_ns = bpf_ktime_get_boot_ns();
-		s->flags |= FLOWSQL_SOCKET_ENDED;
-		snapshot(sk, &s->tcp, s->tcp.state);
-		report_end(sk, s);
-	}
+	if (!s->end_ns)
+		s->end_ns = bpf_ktime_get_boot_ns();
+	s->flags |= FLOWSQL_SOCKET_ENDED;
+	snapshot(sk, &s->tcp, s->tcp.state);
+	report_end(sk, s);
 	return 0;
 }
 

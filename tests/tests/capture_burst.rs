@@ -28,6 +28,24 @@ fn ten_thousand_short_connections_give_ten_thousand_begins_and_ends_per_side_all
     let locals = peer.locals.clone();
     let ended = wait_until(Duration::from_secs(20), || recording.ends_so_far().len() >= 2 * CONNECTIONS);
     let recorded = recording.finish();
+    if !ended {
+        let ended_ids: std::collections::HashSet<u64> = recorded.ends.iter().map(|e| e.flow_id).collect();
+        for row in recorded.rows.iter().filter(|r| !ended_ids.contains(&r.flow_id)) {
+            eprintln!(
+                "NO END: {:?} {}:{} -> {}:{} t={}",
+                row.direction, row.src_ip, row.src_port, row.dst_ip, row.dst_port, row.timestamp_ns
+            );
+        }
+        let last = recorded.rows.iter().map(|r| r.timestamp_ns).max().unwrap_or(0);
+        let first = recorded.rows.iter().map(|r| r.timestamp_ns).min().unwrap_or(0);
+        eprintln!(
+            "rows {} ends {} first {first} last {last} end_events {} counters {:?}",
+            recorded.rows.len(),
+            recorded.ends.len(),
+            recorded.counters.end_events,
+            recorded.counters
+        );
+    }
     assert!(ended, "{} ends of {}", recorded.ends.len(), 2 * CONNECTIONS);
     assert_eq!(locals.len(), CONNECTIONS);
     eprintln!(
