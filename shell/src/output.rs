@@ -24,7 +24,8 @@ pub mod json;
 pub mod line;
 pub mod table;
 pub mod terminal;
-pub mod value;
+/// One cell as a value, and its CSV and JSON text (shared with the web view).
+pub use flowsql_cells as value;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -35,7 +36,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 
-use self::value::{Value, rfc3339};
+use self::value::Value;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -242,22 +243,10 @@ fn plain(column: &ArrayRef) -> io::Result<ArrayRef> {
 /// A value for people: strings escaped for the terminal, NULL spelled out,
 /// lists as `[a, b]`.
 pub fn human_into(value: &Value<'_>, keep_newlines: bool, out: &mut String) {
-    use std::fmt::Write as _;
     match value {
         Value::Null => out.push_str("NULL"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::UInt(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::Float(x) => {
-            let _ = write!(out, "{x:?}");
-        }
         Value::Decimal(text) | Value::Text(text) => terminal::escape_into(text, keep_newlines, out),
         Value::Str(text) => terminal::escape_into(text, keep_newlines, out),
-        Value::Timestamp(time) => out.push_str(&rfc3339(time)),
         Value::List(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -280,6 +269,7 @@ pub fn human_into(value: &Value<'_>, keep_newlines: bool, out: &mut String) {
             }
             out.push('}');
         }
+        scalar => value::push_scalar(scalar, out),
     }
 }
 

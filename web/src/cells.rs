@@ -9,20 +9,15 @@
 //! | list, struct | JSON (`["a.test","b.test"]`) |
 //! | string, anything else | as it is (Arrow's display for other types) |
 //!
-//! The page puts these strings into the document as text, never as markup.
+//! The values and their text come from `flowsql-cells`, the code the CLI
+//! prints with. The page puts these strings into the document as text, never
+//! as markup.
 
-use std::fmt::Write as _;
-
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{
-    DataType, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
-    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
-};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use serde_json::Value as Json;
+use flowsql_cells::{push_csv_field, push_csv_text, value_at};
 
 /// The text of each cell of `batch`, row by row.
 pub fn rows(batch: &RecordBatch) -> Vec<Vec<Option<String>>> {
@@ -40,159 +35,35 @@ fn plain(column: &ArrayRef) -> ArrayRef {
     }
 }
 
-/// The text of one cell; `None` for NULL.
+/// The text of one cell, as the CLI's CSV holds it; `None` for NULL.
 pub fn text_at(array: &dyn Array, row: usize) -> Option<String> {
-    if array.is_null(row) {
-        return None;
-    }
-    Some(match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().value(row).to_owned(),
-        DataType::LargeUtf8 => array.as_string::<i64>().value(row).to_owned(),
-        DataType::Utf8View => array.as_string_view().value(row).to_owned(),
-        DataType::Float16 => float(array.as_primitive::<Float16Type>().value(row).to_f64()),
-        DataType::Float32 => float(array.as_primitive::<Float32Type>().value(row).into()),
-        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Timestamp(unit, _) => timestamp(array, *unit, row).unwrap_or_else(|| display(array, row)),
-        DataType::List(_)
-        | DataType::LargeList(_)
-        | DataType::FixedSizeList(_, _)
-        | DataType::ListView(_)
-        | DataType::Struct(_) => json_at(array, row).to_string(),
-        _ => display(array, row),
-    })
+    flowsql_cells::text(&value_at(array, row))
 }
 
-fn float(x: f64) -> String {
-    format!("{x:?}")
-}
-
-/// Nanoseconds since the epoch of a timestamp cell.
-fn timestamp_ns(array: &dyn Array, unit: TimeUnit, row: usize) -> Option<i64> {
-    match unit {
-        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row).checked_mul(1_000_000_000),
-        TimeUnit::Millisecond => {
-            array.as_primitive::<TimestampMillisecondType>().value(row).checked_mul(1_000_000)
-        }
-        TimeUnit::Microsecond => {
-            array.as_primitive::<TimestampMicrosecondType>().value(row).checked_mul(1_000)
-        }
-        TimeUnit::Nanosecond => Some(array.as_primitive::<TimestampNanosecondType>().value(row)),
-    }
-}
-
-fn timestamp(array: &dyn Array, unit: TimeUnit, row: usize) -> Option<String> {
-    timestamp_ns(array, unit, row).map(flowsql_event::format_timestamp)
-}
-
-/// A cell as JSON: numbers as numbers, lists as arrays, structs as objects,
-/// timestamps and everything else as their text.
-pub fn json_at(array: &dyn Array, row: usize) -> Json {
-    if array.is_null(row) {
-        return Json::Null;
-    }
-    match array.data_type() {
-        DataType::Boolean => Json::Bool(array.as_boolean().value(row)),
-        DataType::Int8 => array.as_primitive::<Int8Type>().value(row).into(),
-        DataType::Int16 => array.as_primitive::<Int16Type>().value(row).into(),
-        DataType::Int32 => array.as_primitive::<Int32Type>().value(row).into(),
-        DataType::Int64 => array.as_primitive::<Int64Type>().value(row).into(),
-        DataType::UInt8 => array.as_primitive::<UInt8Type>().value(row).into(),
-        DataType::UInt16 => array.as_primitive::<UInt16Type>().value(row).into(),
-        DataType::UInt32 => array.as_primitive::<UInt32Type>().value(row).into(),
-        DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row).into(),
-        DataType::Float32 | DataType::Float64 | DataType::Float16 => {
-            let x = match array.data_type() {
-                DataType::Float32 => array.as_primitive::<Float32Type>().value(row).into(),
-                DataType::Float16 => array.as_primitive::<Float16Type>().value(row).to_f64(),
-                _ => array.as_primitive::<Float64Type>().value(row),
-            };
-            serde_json::Number::from_f64(x).map_or(Json::Null, Json::Number)
-        }
-        DataType::List(_) => {
-            let list = array.as_list::<i32>();
-            let offsets = list.value_offsets();
-            elements(list.values().as_ref(), offsets[row] as usize, offsets[row + 1] as usize)
-        }
-        DataType::LargeList(_) => {
-            let list = array.as_list::<i64>();
-            let offsets = list.value_offsets();
-            elements(list.values().as_ref(), offsets[row] as usize, offsets[row + 1] as usize)
-        }
-        DataType::FixedSizeList(_, _) => {
-            let list = array.as_fixed_size_list();
-            let start = list.value_offset(row) as usize;
-            elements(list.values().as_ref(), start, start + list.value_length() as usize)
-        }
-        DataType::Struct(fields) => Json::Object(
-            fields
-                .iter()
-                .zip(array.as_struct().columns())
-                .map(|(field, column)| (field.name().clone(), json_at(column.as_ref(), row)))
-                .collect(),
-        ),
-        _ => text_at(array, row).map_or(Json::Null, Json::String),
-    }
-}
-
-fn elements(values: &dyn Array, start: usize, end: usize) -> Json {
-    Json::Array((start..end).map(|i| json_at(values, i)).collect())
-}
-
-/// Arrow's display of one cell.
-fn display(array: &dyn Array, row: usize) -> String {
-    let options = FormatOptions::default();
-    match ArrayFormatter::try_new(array, &options) {
-        Ok(formatter) => {
-            let mut text = String::new();
-            match write!(text, "{}", formatter.value(row)) {
-                Ok(()) => text,
-                Err(_) => format!("<{} not printable>", array.data_type()),
-            }
-        }
-        Err(_) => format!("<{}>", array.data_type()),
-    }
-}
-
-/// RFC 4180 CSV of a result: a header row, then one line per row; a field
-/// is quoted when it holds a comma, a quote, a line break or surrounding
-/// spaces, or is the empty string (NULL is an empty field).
+/// RFC 4180 CSV of a result, exactly as `flowsql query --format csv` writes
+/// it: a header row, then one line per row.
 pub fn csv(names: &[&str], batches: &[RecordBatch]) -> String {
     let mut out = String::new();
     for (i, name) in names.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        push_field(&mut out, name);
+        push_csv_text(&mut out, name);
     }
     out.push('\n');
     for batch in batches {
-        for row in rows(batch) {
-            for (i, cell) in row.iter().enumerate() {
+        let columns: Vec<ArrayRef> = batch.columns().iter().map(plain).collect();
+        for row in 0..batch.num_rows() {
+            for (i, column) in columns.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                if let Some(text) = cell {
-                    push_field(&mut out, text);
-                }
+                push_csv_field(&value_at(column.as_ref(), row), &mut out);
             }
             out.push('\n');
         }
     }
     out
-}
-
-fn push_field(out: &mut String, text: &str) {
-    let needs_quotes = text.is_empty()
-        || text.starts_with(' ')
-        || text.ends_with(' ')
-        || text.contains([',', '"', '\n', '\r']);
-    if needs_quotes {
-        out.push('"');
-        out.push_str(&text.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(text);
-    }
 }
 
 #[cfg(test)]
@@ -202,7 +73,7 @@ mod tests {
     use datafusion::arrow::array::{
         Float64Array, ListBuilder, StringArray, StringBuilder, TimestampNanosecondArray, UInt16Array,
     };
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
 
     use super::*;
 

@@ -8,8 +8,7 @@ use std::io::{self, Write};
 
 use arrow::array::ArrayRef;
 
-use super::json;
-use super::value::{Value, rfc3339, value_at};
+use super::value::{push_csv_field, push_csv_text, value_at};
 
 #[derive(Debug)]
 pub struct CsvPrinter {
@@ -25,7 +24,7 @@ impl CsvPrinter {
             if i > 0 {
                 header.push(',');
             }
-            push_field(&mut header, name);
+            push_csv_text(&mut header, name);
         }
         header.push('\n');
         CsvPrinter { header, header_written: !headers }
@@ -44,7 +43,7 @@ impl CsvPrinter {
                 if i > 0 {
                     text.push(',');
                 }
-                field_into(&value_at(column.as_ref(), row), &mut text);
+                push_csv_field(&value_at(column.as_ref(), row), &mut text);
             }
             text.push('\n');
         }
@@ -61,39 +60,6 @@ impl CsvPrinter {
             out.write_all(self.header.as_bytes())?;
         }
         Ok(())
-    }
-}
-
-fn field_into(value: &Value<'_>, out: &mut String) {
-    match value {
-        Value::Null => {}
-        Value::Str(text) => push_field(out, text),
-        Value::Decimal(text) | Value::Text(text) => push_field(out, text),
-        Value::Timestamp(time) => out.push_str(&rfc3339(time)),
-        Value::List(_) | Value::Struct(_) => push_field(out, &json::to_json(value)),
-        Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) => {
-            super::human_into(value, false, out)
-        }
-    }
-}
-
-/// Appends `text` as one CSV field, quoted if it needs to be.
-fn push_field(out: &mut String, text: &str) {
-    let needs_quotes = text.is_empty()
-        || text.starts_with(' ')
-        || text.ends_with(' ')
-        || text.contains([',', '"', '\n', '\r']);
-    if needs_quotes {
-        out.push('"');
-        for c in text.chars() {
-            if c == '"' {
-                out.push('"');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    } else {
-        out.push_str(text);
     }
 }
 

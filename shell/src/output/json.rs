@@ -8,7 +8,7 @@ use std::io::{self, Write};
 
 use arrow::array::ArrayRef;
 
-use super::value::{Value, rfc3339, value_at};
+use super::value::{json_into, push_json_string, value_at};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -32,7 +32,7 @@ impl JsonPrinter {
             .iter()
             .map(|name| {
                 let mut key = String::new();
-                push_string(&mut key, name);
+                push_json_string(&mut key, name);
                 key.push(':');
                 key
             })
@@ -79,80 +79,8 @@ impl JsonPrinter {
     }
 }
 
-/// `value` as JSON text.
-pub fn to_json(value: &Value<'_>) -> String {
-    let mut text = String::new();
-    json_into(value, &mut text);
-    text
-}
-
-fn json_into(value: &Value<'_>, out: &mut String) {
-    use std::fmt::Write as _;
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::UInt(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::Float(x) if x.is_finite() => {
-            let _ = write!(out, "{x:?}");
-        }
-        Value::Float(_) => out.push_str("null"),
-        Value::Decimal(text) => out.push_str(text),
-        Value::Str(text) => push_string(out, text),
-        Value::Text(text) => push_string(out, text),
-        Value::Timestamp(time) => push_string(out, &rfc3339(time)),
-        Value::List(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                json_into(item, out);
-            }
-            out.push(']');
-        }
-        Value::Struct(fields) => {
-            out.push('{');
-            for (i, (name, item)) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_string(out, name);
-                out.push(':');
-                json_into(item, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// Appends `text` as a JSON string (RFC 8259 escapes).
-fn push_string(out: &mut String, text: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::output::OutputMode;
     use crate::output::testing::{render, sample};
 
@@ -189,15 +117,5 @@ mod tests {
     fn empty_results() {
         assert_eq!(render(OutputMode::Json, &sample().slice(0, 0)), "[]\n");
         assert_eq!(render(OutputMode::Ndjson, &sample().slice(0, 0)), "");
-    }
-
-    #[test]
-    fn values() {
-        assert_eq!(to_json(&Value::Float(f64::NAN)), "null");
-        assert_eq!(to_json(&Value::Float(1.0)), "1.0");
-        assert_eq!(to_json(&Value::Float(1e21)), "1e21");
-        assert_eq!(to_json(&Value::Decimal("-12.50".into())), "-12.50");
-        assert_eq!(to_json(&Value::Str("q\"\\\u{7}\u{202e}")), "\"q\\\"\\\\\\u0007\u{202e}\"");
-        assert_eq!(to_json(&Value::Struct(vec![("a", Value::List(vec![Value::Null]))])), "{\"a\":[null]}");
     }
 }

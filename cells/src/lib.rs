@@ -1,6 +1,10 @@
-//! One cell of an Arrow array as a printable value: the small set of shapes
-//! the printers know (numbers, strings, timestamps, lists, structs), with
-//! Arrow's own display as the fallback for every other type.
+//! One cell of an Arrow result as a printable value: the small set of shapes
+//! flowsql prints (numbers, strings, timestamps, lists, structs), with
+//! Arrow's own display as the fallback for every other type; and the text of
+//! a value where programs read it, in CSV and JSON. `flowsql query` and
+//! `flowsql shell` print through these (the shell's output modes), and the
+//! web view's SQL table and CSV download too, so the CLI and the page agree
+//! on every value.
 
 use std::fmt::Write as _;
 
@@ -140,6 +144,144 @@ pub fn is_numeric(data_type: &DataType) -> bool {
     data_type.is_numeric()
 }
 
+/// The text of `value` as a program reads it (a CSV field before quoting,
+/// a cell of the web view's table); `None` for NULL. Strings as they are,
+/// lists and structs as JSON, timestamps as [`rfc3339`].
+pub fn text(value: &Value<'_>) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::Str(text) => Some((*text).to_owned()),
+        Value::Decimal(text) | Value::Text(text) => Some(text.clone()),
+        Value::List(_) | Value::Struct(_) => Some(to_json(value)),
+        scalar => {
+            let mut text = String::new();
+            push_scalar(scalar, &mut text);
+            Some(text)
+        }
+    }
+}
+
+/// Appends a boolean, number or timestamp, whose text never needs quoting
+/// or escaping (`true`, `1.0`, `NaN`, `2026-11-28T07:10:00.123456789Z`), in
+/// every output; other values append nothing.
+pub fn push_scalar(value: &Value<'_>, out: &mut String) {
+    match value {
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::UInt(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Float(x) => {
+            let _ = write!(out, "{x:?}");
+        }
+        Value::Timestamp(time) => out.push_str(&rfc3339(time)),
+        Value::Null
+        | Value::Decimal(_)
+        | Value::Str(_)
+        | Value::Text(_)
+        | Value::List(_)
+        | Value::Struct(_) => {}
+    }
+}
+
+/// Appends `value` as one CSV field (RFC 4180): nothing for NULL, lists
+/// and structs as their JSON, quoted as [`push_csv_text`] says.
+pub fn push_csv_field(value: &Value<'_>, out: &mut String) {
+    match value {
+        Value::Null => {}
+        Value::Str(text) => push_csv_text(out, text),
+        Value::Decimal(text) | Value::Text(text) => push_csv_text(out, text),
+        Value::List(_) | Value::Struct(_) => push_csv_text(out, &to_json(value)),
+        scalar => push_scalar(scalar, out),
+    }
+}
+
+/// Appends `text` as one CSV field, quoted when it holds a comma, a quote,
+/// a line break or surrounding spaces, or is the empty string (so that it
+/// differs from NULL, an empty field).
+pub fn push_csv_text(out: &mut String, text: &str) {
+    let needs_quotes = text.is_empty()
+        || text.starts_with(' ')
+        || text.ends_with(' ')
+        || text.contains([',', '"', '\n', '\r']);
+    if needs_quotes {
+        out.push('"');
+        for c in text.chars() {
+            if c == '"' {
+                out.push('"');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    } else {
+        out.push_str(text);
+    }
+}
+
+/// `value` as JSON text: NULL and non-finite floats are `null`, lists are
+/// arrays, structs objects, timestamps RFC 3339 strings.
+pub fn to_json(value: &Value<'_>) -> String {
+    let mut text = String::new();
+    json_into(value, &mut text);
+    text
+}
+
+/// Appends `value` as JSON (see [`to_json`]).
+pub fn json_into(value: &Value<'_>, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Float(x) if !x.is_finite() => out.push_str("null"),
+        Value::Decimal(text) => out.push_str(text),
+        Value::Str(text) => push_json_string(out, text),
+        Value::Text(text) => push_json_string(out, text),
+        Value::Timestamp(time) => push_json_string(out, &rfc3339(time)),
+        Value::List(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_into(item, out);
+            }
+            out.push(']');
+        }
+        Value::Struct(fields) => {
+            out.push('{');
+            for (i, (name, item)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_string(out, name);
+                out.push(':');
+                json_into(item, out);
+            }
+            out.push('}');
+        }
+        scalar => push_scalar(scalar, out),
+    }
+}
+
+/// Appends `text` as a JSON string (RFC 8259 escapes).
+pub fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -200,5 +342,15 @@ mod tests {
     fn other_types_fall_back_to_arrow_display() {
         let dict: DictionaryArray<Key> = vec!["x", "y", "x"].into_iter().collect();
         assert_eq!(value_at(&dict, 2), Value::Text("x".into()));
+    }
+
+    #[test]
+    fn json_of_values() {
+        assert_eq!(to_json(&Value::Float(f64::NAN)), "null");
+        assert_eq!(to_json(&Value::Float(1.0)), "1.0");
+        assert_eq!(to_json(&Value::Float(1e21)), "1e21");
+        assert_eq!(to_json(&Value::Decimal("-12.50".into())), "-12.50");
+        assert_eq!(to_json(&Value::Str("q\"\\\u{7}\u{202e}")), "\"q\\\"\\\\\\u0007\u{202e}\"");
+        assert_eq!(to_json(&Value::Struct(vec![("a", Value::List(vec![Value::Null]))])), "{\"a\":[null]}");
     }
 }
