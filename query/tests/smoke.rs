@@ -242,29 +242,12 @@ async fn live_ends_are_seen_at_once_and_exactly_once_beside_their_begins() {
         let begin = synthetic::indexed_flow(4, i);
         FlowEnd {
             timestamp_ns: begin.timestamp_ns + 1_000,
-            direction: begin.direction,
-            src_ip: begin.src_ip,
-            dst_ip: begin.dst_ip,
-            src_port: begin.src_port,
-            dst_port: begin.dst_port,
-            src_domains: begin.src_domains.clone(),
-            dst_domains: begin.dst_domains.clone(),
             duration_ns: Some(1_000),
-            src_bytes: i,
-            dst_bytes: 2 * i,
             src_packets: 1,
             dst_packets: 1,
-            retransmits: 0,
             rtt_micros: 10,
-            reason: EndReason::Fin,
             closed_by: None,
-            begun_before_capture: false,
-            host_name: begin.host_name.clone(),
-            cgroup_id: begin.cgroup_id,
-            flow_id: begin.flow_id,
-            attribution: begin.attribution.clone(),
-            accepting_process_id: None,
-            accepting_process_name: "".into(),
+            ..synthetic::end_of(&begin, EndReason::Fin, i, 2 * i)
         }
     };
     let total = 5_000u64;

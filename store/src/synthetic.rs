@@ -450,29 +450,21 @@ pub fn edge_ends() -> Vec<FlowEnd> {
             let incoming = begin.direction == Direction::Incoming;
             FlowEnd {
                 timestamp_ns: begin.timestamp_ns.saturating_add(i as i64 * 1_000_001_000),
-                direction: begin.direction,
-                src_ip: begin.src_ip,
-                dst_ip: begin.dst_ip,
-                src_port: begin.src_port,
-                dst_port: begin.dst_port,
-                src_domains: begin.src_domains.clone(),
-                dst_domains: begin.dst_domains.clone(),
                 duration_ns: if i % 5 == 4 { None } else { Some(i as i64 * 1_000_000_007) },
-                src_bytes: if i == 0 { LARGEST_ID } else { i as u64 * 1000 },
-                dst_bytes: if i == 1 { 0 } else { 12_345 },
                 src_packets: i as u64,
                 dst_packets: LARGEST_ID - i as u64,
                 retransmits: if i == 3 { u32::MAX } else { i as u32 % 2 },
                 rtt_micros: 35 * i as u32,
-                reason,
                 closed_by: [None, Some(Side::Src), Some(Side::Dst)][i % 3],
                 begun_before_capture: i % 5 == 4,
-                host_name: Arc::clone(&begin.host_name),
-                cgroup_id: begin.cgroup_id,
-                flow_id: begin.flow_id,
-                attribution: begin.attribution.clone(),
                 accepting_process_id: incoming.then_some(4243),
                 accepting_process_name: if incoming { "nginx".into() } else { "".into() },
+                ..end_of(
+                    begin,
+                    reason,
+                    if i == 0 { LARGEST_ID } else { i as u64 * 1000 },
+                    if i == 1 { 0 } else { 12_345 },
+                )
             }
         })
         .collect()
