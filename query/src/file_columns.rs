@@ -88,11 +88,13 @@ fn picks_few_connections(filters: &[Expr]) -> bool {
         .flat_map(datafusion::logical_expr::utils::split_conjunction)
         .filter_map(equality_column)
         .collect();
-    let identifying = ["srcPort", "flowId", "processId"];
     let endpoints = ["srcIP", "dstIP", "srcPort", "dstPort"];
-    equal.iter().any(|c| identifying.contains(c))
+    equal.iter().any(|c| IDENTIFYING.contains(c))
         || equal.iter().filter(|c| endpoints.contains(c)).count() >= 2
 }
+
+/// Columns whose value nearly identifies one connection.
+const IDENTIFYING: [&str; 3] = ["srcPort", "flowId", "processId"];
 
 /// The column of `column = value` (either way round).
 fn equality_column(filter: &Expr) -> Option<&str> {
@@ -109,7 +111,7 @@ fn equality_column(filter: &Expr) -> Option<&str> {
 /// address, then everything else (as written).
 fn selectivity_rank(filter: &Expr) -> u8 {
     match equality_column(filter) {
-        Some("srcPort" | "flowId" | "processId") => 0,
+        Some(column) if IDENTIFYING.contains(&column) => 0,
         Some("dstPort") => 1,
         Some("srcIP" | "dstIP") => 2,
         _ => 3,
